@@ -1,0 +1,75 @@
+"""Relay's errors. Every error a user can meet names what is wrong in one line.
+
+This module imports nothing else of Relay (the HTTP client shares it with the server).
+"""
+
+from __future__ import annotations
+
+
+class RelayError(Exception):
+    """Base of every error Relay raises on purpose."""
+
+    code = "relay_error"  # a stable machine-readable code, used by the HTTP API
+
+
+class InvalidJobError(RelayError, ValueError):
+    """A job document (or option) is invalid. ``field`` is a dotted path, such as ``payload.command``."""
+
+    code = "invalid_job"
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}" if field else message)
+
+
+class JobNotFoundError(RelayError, LookupError):
+    code = "not_found"
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"no job with id {job_id!r}")
+
+
+class DuplicateJobError(RelayError):
+    """A client-chosen job id is already taken. Nothing of the batch was inserted."""
+
+    code = "duplicate_id"
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"a job with id {job_id!r} already exists")
+
+
+class InvalidTransitionError(RelayError):
+    """An operator asked for a state change the job's current state does not allow."""
+
+    code = "invalid_state"
+
+    def __init__(self, job_id: str, state: str, action: str) -> None:
+        self.job_id = job_id
+        self.state = state
+        self.action = action
+        super().__init__(f"cannot {action} job {job_id!r}: it is {state}")
+
+
+class StorageUnavailableError(RelayError):
+    """Storage cannot be reached, or stayed busy past every retry. Safe to retry later."""
+
+    code = "storage_unavailable"
+
+
+class ConfigurationError(RelayError, ValueError):
+    """A setting or URL is invalid."""
+
+    code = "configuration"
+
+
+class TaskNotFoundError(RelayError, LookupError):
+    """A task job names a function no worker has registered."""
+
+    code = "task_not_found"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"no task registered under the name {name!r}")

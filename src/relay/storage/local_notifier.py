@@ -1,0 +1,53 @@
+"""In-process wake-ups for backends without a server to carry them (memory, SQLite).
+
+Producers and workers may run on different threads and event loops (the sync producer API runs its own
+loop in a thread), so a notification is delivered with ``call_soon_threadsafe`` to each waiter's loop.
+Other processes on the same SQLite file are not reached: they find new jobs by polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, eq=False)
+class _Waiter:
+    loop: asyncio.AbstractEventLoop
+    event: asyncio.Event
+    queues: frozenset[str]
+
+
+class LocalNotifier:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiters: set[_Waiter] = set()
+
+    async def notify(self, queues: Sequence[str]) -> None:
+        self.notify_threadsafe(queues)
+
+    def notify_threadsafe(self, queues: Sequence[str]) -> None:
+        wanted = set(queues)
+        with self._lock:
+            targets = [w for w in self._waiters if w.queues & wanted]
+        for waiter in targets:
+            # A closed loop raises RuntimeError: its waiter is gone with it.
+            with contextlib.suppress(RuntimeError):
+                waiter.loop.call_soon_threadsafe(waiter.event.set)
+
+    async def wait_for_jobs(self, queues: Sequence[str], timeout: float) -> bool:
+        waiter = _Waiter(asyncio.get_running_loop(), asyncio.Event(), frozenset(queues))
+        with self._lock:
+            self._waiters.add(waiter)
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter.event.wait()
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            with self._lock:
+                self._waiters.discard(waiter)

@@ -1,0 +1,173 @@
+"""The parameters and results of the storage seam's operations: one frozen dataclass per operation.
+
+Params can grow new fields with defaults without breaking call sites (the river ``*Params`` habit).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from relay.types import JSON, AttemptError, Job, JobKind, JobState, Outcome
+
+#: Kinds a built-in worker runs. ``external`` jobs are only handed out through the runner protocol.
+BUILTIN_KINDS: tuple[JobKind, ...] = (JobKind.TASK, JobKind.SHELL)
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a backend can do, so that the runtime and the tests branch on facts, not on types."""
+
+    name: str
+    listen_notify: bool = False  # cross-process wake-ups (Postgres NOTIFY, Redis pub/sub)
+    transactional_enqueue: bool = False  # enqueue inside the caller's own transaction
+    multi_process: bool = True  # several processes may open the same storage
+    durable: bool = True  # survives a restart of the process that holds it
+    time_precision: timedelta = timedelta(microseconds=1)
+
+
+@dataclass(frozen=True, slots=True)
+class InsertResult:
+    job: Job
+    created: bool  # False when an existing job was returned for the same idempotency key
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimParams:
+    """Claim up to ``limit`` due jobs from ``queues`` for ``worker_id``.
+
+    Atomic: picks by priority (higher first), then run_at, then insertion order; marks them running;
+    attempt += 1; a new lease token; lease_expires_at = now + the job's own ``lease``. Paused queues,
+    jobs of other kinds and jobs whose run_at is in the future are never claimed.
+    """
+
+    queues: Sequence[str]
+    worker_id: str
+    limit: int
+    kinds: Sequence[JobKind] = BUILTIN_KINDS
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatItem:
+    job_id: str
+    lease_token: str
+    progress: float | None = None  # None keeps the stored value
+    checkpoint: JSON = None  # None keeps the stored value
+    save_checkpoint: bool = False  # True stores ``checkpoint`` even when it is None
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatResult:
+    extended: frozenset[str] = frozenset()  # leases extended by the job's own lease
+    lost: frozenset[str] = frozenset()  # token stale or job no longer running: stop working on it
+    cancel_requested: frozenset[str] = frozenset()  # running, but an operator asked to cancel it
+
+
+@dataclass(frozen=True, slots=True)
+class FinishItem:
+    """The end of one attempt, reported by the worker that holds ``lease_token``.
+
+    - COMPLETED: ``result`` is stored; ``on_success`` is enqueued in the same transaction.
+    - FAILED: while attempts remain (and ``retryable``), state ``failed`` with run_at = now +
+      ``retry_delay``; otherwise ``dead``, and ``on_failure`` enqueued in the same transaction.
+    - CANCELLED: state ``cancelled`` (no chain runs).
+    - RELEASED: state ``pending``, the attempt is given back (attempt -= 1), no error recorded.
+    """
+
+    job_id: str
+    lease_token: str
+    outcome: Outcome
+    result: JSON = None
+    error: AttemptError | None = None
+    retry_delay: float = 0.0
+    retryable: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class FinishResult:
+    job_id: str
+    state: JobState | None  # the state recorded; None when the lease was lost and nothing changed
+
+    @property
+    def lease_lost(self) -> bool:
+        return self.state is None
+
+
+@dataclass(frozen=True, slots=True)
+class ReapResult:
+    """Jobs whose lease expired: back to pending (attempts left), to dead (none left), or cancelled
+    (an operator had asked to cancel them)."""
+
+    requeued: tuple[str, ...] = ()
+    dead: tuple[str, ...] = ()
+    cancelled: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ListParams:
+    """Filters for listing jobs, newest first. ``cursor`` is the opaque ``next_cursor`` of a page."""
+
+    states: Sequence[JobState] = ()
+    queues: Sequence[str] = ()
+    kinds: Sequence[JobKind] = ()
+    text: str | None = None  # substring of the id, a tag, or the payload's JSON
+    limit: int = 50
+    cursor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobPage:
+    jobs: list[Job]
+    next_cursor: str | None  # None on the last page
+
+
+@dataclass(frozen=True, slots=True)
+class RequeueParams:
+    """Requeue one job by id, or every job in ``states`` (and ``queue``, if given)."""
+
+    job_id: str | None = None
+    states: Sequence[JobState] = (JobState.DEAD,)
+    queue: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeParams:
+    """Delete jobs in ``states`` (default: the dead-letter queue), optionally of one queue."""
+
+    states: Sequence[JobState] = (JobState.DEAD,)
+    queue: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PruneParams:
+    """Delete jobs that reached a final state before ``finished_before`` (retention)."""
+
+    finished_before: datetime
+    states: Sequence[JobState] = (JobState.COMPLETED, JobState.CANCELLED, JobState.DEAD)
+    limit: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class LogAppend:
+    job_id: str
+    attempt: int
+    stream: str  # "stdout", "stderr" or "log"
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class LogParams:
+    job_id: str
+    attempt: int | None = None  # None: every attempt
+    after_seq: int = 0  # only lines with seq > after_seq (for --follow)
+    limit: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderParams:
+    """Become (or stay) leader of ``name`` for ``ttl`` seconds. Leadership lapses unless renewed."""
+
+    name: str
+    holder: str
+    ttl: float

@@ -1,0 +1,301 @@
+"""Relay's vocabulary: the job, its states, and the records that travel with it.
+
+This module imports nothing else of Relay, so that every layer (storage, runtime, server, the HTTP
+client) can share it. Everything here is plain data: frozen dataclasses and string enums whose values
+are the names used everywhere (storage, API, CLI, dashboard, metrics).
+
+A job's life (DESIGN.md section 2)::
+
+    (new) ──enqueue──▶ pending ◀──run_at reached── scheduled / failed
+                          │ claim (attempt += 1, new lease token)
+                          ▼
+                       running ──success──▶ completed
+                          ├──error, attempts left──▶ failed (run_at = now + backoff)
+                          ├──error, none left──────▶ dead
+                          ├──lease expired─────────▶ pending / dead
+                          ├──released at shutdown──▶ pending (attempt given back)
+                          └──cancel (seen at heartbeat)──▶ cancelled
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from dataclasses import dataclass, field, fields, replace
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any, Self
+
+#: A JSON value: what payloads, results, checkpoints and metadata are made of. Never pickled.
+JSON = Any
+
+DEFAULT_QUEUE = "default"
+DEFAULT_LEASE_SECONDS = 30.0
+DEFAULT_MAX_RETRIES = 3
+DEFAULT_BACKOFF_BASE = 1.0
+DEFAULT_BACKOFF_MAX = 3600.0
+
+
+class JobState(StrEnum):
+    PENDING = "pending"
+    SCHEDULED = "scheduled"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    DEAD = "dead"
+    CANCELLED = "cancelled"
+
+    @classmethod
+    def final(cls) -> frozenset[JobState]:
+        """States a job never leaves on its own (only an operator's requeue moves dead/cancelled)."""
+        return frozenset({cls.COMPLETED, cls.DEAD, cls.CANCELLED})
+
+    @classmethod
+    def waiting(cls) -> frozenset[JobState]:
+        """States of a job that waits to be claimed (now or at its run_at)."""
+        return frozenset({cls.PENDING, cls.SCHEDULED, cls.FAILED})
+
+    @classmethod
+    def requeueable(cls) -> frozenset[JobState]:
+        return frozenset({cls.DEAD, cls.FAILED, cls.CANCELLED})
+
+
+class JobKind(StrEnum):
+    TASK = "task"  # a registered Python function
+    SHELL = "shell"  # a command, run as a subprocess
+    EXTERNAL = "external"  # an opaque payload for an HTTP runner; built-in workers never claim it
+
+
+class BackoffKind(StrEnum):
+    EXPONENTIAL = "exponential"  # with full jitter: the default
+    LINEAR = "linear"
+    FIXED = "fixed"
+
+
+class Outcome(StrEnum):
+    """What a worker reports at the end of an attempt."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"  # retried while attempts remain, else dead
+    CANCELLED = "cancelled"  # the job was asked to cancel and its worker stopped it
+    RELEASED = "released"  # given back at shutdown: pending again, the attempt does not count
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_job_id() -> str:
+    """A UUIDv7-style id: sortable by creation time, unique without coordination."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(secrets.token_bytes(10), "big")
+    value = (ms & ((1 << 48) - 1)) << 80 | (0x7 << 76) | (rand & ((1 << 76) - 1))
+    # Set the RFC 9562 variant bits (10xx) in the 17th hex digit.
+    value = (value & ~(0b11 << 62)) | (0b10 << 62)
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def new_lease_token() -> str:
+    return secrets.token_hex(16)
+
+
+def worker_identity() -> str:
+    """A worker id that names its host and process, and is unique across restarts."""
+    host = os.uname().nodename
+    return f"{host}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """How long to wait before a retry. Computed by ``relay.jobs.backoff``; this is only the policy."""
+
+    kind: BackoffKind = BackoffKind.EXPONENTIAL
+    base: float = DEFAULT_BACKOFF_BASE  # seconds
+    max: float = DEFAULT_BACKOFF_MAX  # seconds: no delay is ever longer
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A validated job, ready to insert. ``relay.jobs.document`` builds these from job documents.
+
+    ``on_success`` / ``on_failure`` are themselves ``NewJob``s: storage inserts them in the same
+    transaction as the outcome, with ``run_at`` = outcome time + ``delay``.
+    """
+
+    kind: JobKind
+    payload: JSON
+    queue: str = DEFAULT_QUEUE
+    id: str | None = None  # client-chosen id; storage never invents a different one
+    priority: int = 0  # higher first
+    run_at: datetime | None = None  # absolute start time; wins over delay
+    delay: float = 0.0  # seconds after insertion (used when run_at is None)
+    max_retries: int = DEFAULT_MAX_RETRIES
+    backoff: Backoff = field(default_factory=Backoff)
+    timeout: float | None = None  # seconds an attempt may run
+    lease: float = DEFAULT_LEASE_SECONDS  # heartbeat window
+    idempotency_key: str | None = None
+    on_success: NewJob | None = None
+    on_failure: NewJob | None = None
+    tags: tuple[str, ...] = ()
+    metadata: dict[str, JSON] = field(default_factory=dict)
+    checkpoint: JSON = None  # initial state handed to the first attempt (runner protocol's ``state``)
+
+    def with_id(self) -> NewJob:
+        """This job with its id fixed (a fresh one when the client chose none)."""
+        return self if self.id is not None else replace(self, id=new_job_id())
+
+    def start_time(self, now: datetime) -> datetime:
+        return self.run_at if self.run_at is not None else now + timedelta(seconds=self.delay)
+
+    def to_json(self) -> dict[str, JSON]:
+        """The canonical JSON form, used to store chained jobs until their outcome arrives."""
+        out: dict[str, JSON] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, NewJob):
+                value = value.to_json()
+            elif isinstance(value, Backoff):
+                value = {"kind": value.kind.value, "base": value.base, "max": value.max}
+            elif isinstance(value, datetime):
+                value = value.isoformat()
+            elif isinstance(value, tuple):
+                value = list(value)
+            elif isinstance(value, StrEnum):
+                value = value.value
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, JSON]) -> Self:
+        """Inverse of :meth:`to_json` (trusted input: it was validated when first enqueued)."""
+        d = dict(data)
+        d["kind"] = JobKind(d["kind"])
+        b = d.get("backoff") or {}
+        d["backoff"] = Backoff(
+            BackoffKind(b.get("kind", BackoffKind.EXPONENTIAL)),
+            b.get("base", DEFAULT_BACKOFF_BASE),
+            b.get("max", DEFAULT_BACKOFF_MAX),
+        )
+        if d.get("run_at"):
+            d["run_at"] = datetime.fromisoformat(d["run_at"])
+        for chain in ("on_success", "on_failure"):
+            if d.get(chain):
+                d[chain] = NewJob.from_json(d[chain])
+        d["tags"] = tuple(d.get("tags") or ())
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptError:
+    """Why one attempt failed: kept for every attempt, shown by the CLI, API and dashboard."""
+
+    attempt: int
+    type: str  # exception class name, "ExitCode", "Timeout", "LeaseExpired", ...
+    message: str
+    at: datetime
+    traceback: str | None = None
+    exit_code: int | None = None
+    stderr_tail: str | None = None
+
+    def to_json(self) -> dict[str, JSON]:
+        return {
+            "attempt": self.attempt,
+            "type": self.type,
+            "message": self.message,
+            "at": self.at.isoformat(),
+            "traceback": self.traceback,
+            "exit_code": self.exit_code,
+            "stderr_tail": self.stderr_tail,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, JSON]) -> AttemptError:
+        return cls(
+            attempt=d["attempt"],
+            type=d["type"],
+            message=d["message"],
+            at=datetime.fromisoformat(d["at"]),
+            traceback=d.get("traceback"),
+            exit_code=d.get("exit_code"),
+            stderr_tail=d.get("stderr_tail"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A job as stored: its document, its state, and the bookkeeping of its attempts."""
+
+    id: str
+    queue: str
+    kind: JobKind
+    payload: JSON
+    state: JobState
+    priority: int
+    attempt: int  # 0 until first claimed; incremented at each claim
+    max_retries: int
+    backoff: Backoff
+    timeout: float | None
+    lease: float
+    run_at: datetime
+    created_at: datetime
+    updated_at: datetime
+    idempotency_key: str | None = None
+    on_success: NewJob | None = None
+    on_failure: NewJob | None = None
+    tags: tuple[str, ...] = ()
+    metadata: dict[str, JSON] = field(default_factory=dict)
+    started_at: datetime | None = None  # start of the current (or last) attempt
+    finished_at: datetime | None = None
+    lease_token: str | None = None  # set while running; every worker write must present it
+    lease_expires_at: datetime | None = None
+    worker_id: str | None = None
+    cancel_requested: bool = False
+    progress: float | None = None
+    checkpoint: JSON = None  # saved at heartbeat, handed back on the next attempt
+    result: JSON = None
+    errors: tuple[AttemptError, ...] = ()
+    parent_id: str | None = None  # the job whose outcome enqueued this one (on_success / on_failure)
+
+    @property
+    def attempts_left(self) -> bool:
+        """Whether a failure of the current attempt is retried (DESIGN.md: ``attempt <= max_retries``)."""
+        return self.attempt <= self.max_retries
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in JobState.final()
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    """One line (or chunk) of a job's output, kept per attempt, in order."""
+
+    job_id: str
+    attempt: int
+    seq: int  # increases in the order lines were appended to this job
+    stream: str  # "stdout", "stderr" or "log"
+    text: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class QueueInfo:
+    name: str
+    paused: bool
+    counts: dict[JobState, int]
+    oldest_pending_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    id: str
+    host: str
+    pid: int
+    queues: tuple[str, ...]
+    concurrency: int
+    started_at: datetime
+    last_heartbeat_at: datetime
+    running: tuple[str, ...] = ()  # ids of the jobs it runs now
