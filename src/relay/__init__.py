@@ -1,5 +1,33 @@
-"""Relay: a distributed, fault-tolerant job queue and job runner for Python."""
+"""Relay: a distributed, fault-tolerant job queue and job runner for Python.
+
+from relay import Relay
+
+relay = Relay()  # sqlite:///relay.db by default
+
+@relay.task(max_retries=5)
+def add(a: int, b: int) -> int:
+    return a + b
+
+add.enqueue(1, 2)
+"""
 
 from __future__ import annotations
 
+from relay.app import Relay
+from relay.runtime.context import JobCancelledError, JobContext, job_context
+from relay.sdk import JobFailedError, JobHandle, Task
+from relay.types import Job, JobKind, JobState
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "Job",
+    "JobContext",
+    "JobFailedError",
+    "JobHandle",
+    "JobKind",
+    "JobState",
+    "Relay",
+    "Task",
+    "job_context",
+]

@@ -1,0 +1,239 @@
+"""The composition root: a URL and settings in, a wired Relay out. The only place that picks a backend.
+
+from relay import Relay
+
+relay = Relay()                          # sqlite:///relay.db, or RELAY_DATABASE_URL
+
+@relay.task(queue="emails", max_retries=5)
+def send_welcome(user_id: int) -> None: ...
+
+send_welcome.enqueue(42)
+relay.enqueue_shell(["pg_dump", "-f", "/backups/db.sql", "app"], timeout="1h")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any, ParamSpec, TypeVar, overload
+
+from relay.clock import Clock, SystemClock
+from relay.errors import ConfigurationError
+from relay.jobs.document import parse_job_document, parse_job_documents
+from relay.runtime.registry import TaskRegistry
+from relay.runtime.worker import Worker, WorkerConfig
+from relay.sdk.handle import JobHandle, require
+from relay.sdk.options import JobOptions
+from relay.sdk.portal import Portal
+from relay.sdk.tasks import Task
+from relay.settings import Settings
+from relay.storage.base import Storage
+from relay.storage.params import InsertResult
+from relay.storage.urls import DEFAULT_URL, parse_storage_url
+from relay.types import Job, NewJob
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def storage_from_url(url: str = DEFAULT_URL, *, clock: Clock | None = None) -> Storage:
+    """A (not yet opened) backend for ``url``. ``clock`` replaces the storage's own clock, for tests."""
+    parsed = parse_storage_url(url)
+    if parsed.scheme == "sqlite":
+        from relay.storage.sqlite import SQLiteStorage
+
+        assert parsed.path is not None
+        return SQLiteStorage(parsed.path, clock=clock)
+    if parsed.scheme == "memory":
+        from relay.storage.memory import MemoryStorage
+
+        return MemoryStorage(clock=clock)
+    raise ConfigurationError(f"the {parsed.scheme} backend is not available yet")
+
+
+def worker_config(settings: Settings, **overrides: Any) -> WorkerConfig:
+    config = WorkerConfig(
+        queues=settings.queues,
+        concurrency=settings.concurrency,
+        poll_interval=settings.poll_interval,
+        grace_period=settings.grace_period,
+        cancel_grace=settings.cancel_grace,
+        reaper_interval=settings.reaper_interval,
+        scheduler_interval=settings.scheduler_interval,
+        leader_ttl=settings.leader_ttl,
+        retention=settings.retention,
+        log_cap=settings.log_cap,
+    )
+    return replace(config, **{k: v for k, v in overrides.items() if v is not None})
+
+
+class Relay:
+    """A job queue on one storage URL: define tasks, enqueue jobs, run workers."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        settings: Settings | None = None,
+        storage: Storage | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.settings = settings or Settings.from_env(database_url=url)
+        self.clock = clock or SystemClock()
+        self.storage = storage or storage_from_url(self.settings.database_url, clock=clock)
+        self.registry = TaskRegistry()
+        self._portal = Portal()
+        self._opened = False
+        self._open_lock = threading.Lock()
+        self.inline = False  # relay.testing.inline_mode: run each enqueued job at once, in-process
+
+    def __repr__(self) -> str:
+        return f"<Relay {self.settings.database_url}>"
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def open_async(self) -> None:
+        if not self._opened:
+            await self.storage.open()
+            self._opened = True
+
+    def open(self) -> None:
+        with self._open_lock:
+            if not self._opened:
+                self._portal.call(self.open_async())
+
+    def close(self) -> None:
+        if self._opened:
+            self._portal.call(self.storage.close())
+            self._opened = False
+        self._portal.close()
+
+    def call(self, coro: Any) -> Any:
+        """Run a coroutine of the async core from sync code."""
+        self.open()
+        return self._portal.call(coro)
+
+    # -- tasks ----------------------------------------------------------------------------------
+
+    @overload
+    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+    @overload
+    def task(
+        self, fn: None = None, /, *, name: str | None = None, **options: Any
+    ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+    def task(
+        self, fn: Callable[P, R] | None = None, /, *, name: str | None = None, **options: Any
+    ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
+        """Make a function a task. Options: queue, priority, max_retries, backoff, timeout, lease, ..."""
+
+        def decorate(f: Callable[P, R]) -> Task[P, R]:
+            task_name = name or f"{f.__module__}.{f.__qualname__}"
+            self.registry.register(task_name, f)
+            return Task(self, f, task_name, JobOptions(**options))
+
+        return decorate(fn) if fn is not None else decorate
+
+    # -- enqueue --------------------------------------------------------------------------------
+
+    def insert(self, jobs: Sequence[NewJob]) -> list[InsertResult]:
+        results: list[InsertResult] = self.call(self.storage.job_insert_many(jobs))
+        if self.inline:
+            self.drain()
+            results = [InsertResult(self.get_job(r.job.id), r.created) for r in results]
+        return results
+
+    async def insert_async(self, jobs: Sequence[NewJob]) -> list[InsertResult]:
+        await self.open_async()
+        results = await self.storage.job_insert_many(jobs)
+        if self.inline:
+            await self.drain_async()
+            results = [InsertResult(await self.get_job_async(r.job.id), r.created) for r in results]
+        return results
+
+    def enqueue(self, document: Mapping[str, Any] | NewJob) -> JobHandle:
+        """Enqueue one job document (the format of ``relay submit``) or a NewJob."""
+        job = document if isinstance(document, NewJob) else parse_job_document(document)
+        [result] = self.insert([job])
+        return JobHandle(self, result.job, result.created)
+
+    def enqueue_many(self, documents: Sequence[Mapping[str, Any] | NewJob]) -> list[JobHandle]:
+        """Enqueue many documents in one transaction: all of them, or (on an error) none."""
+        docs = [d for d in documents if not isinstance(d, NewJob)]
+        parsed = iter(parse_job_documents(docs))
+        jobs = [d if isinstance(d, NewJob) else next(parsed) for d in documents]
+        return [JobHandle(self, r.job, r.created) for r in self.insert(jobs)]
+
+    def shell_job(
+        self,
+        command: str | Sequence[str],
+        *,
+        shell: bool = False,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        **options: Any,
+    ) -> NewJob:
+        """The job that :meth:`enqueue_shell` would enqueue (for bulk enqueue and chains)."""
+        if isinstance(command, str):
+            payload: dict[str, Any] = {"command": command, "shell": shell}
+        else:
+            argv = list(command)
+            payload = {"command": argv[0] if argv else "", "args": argv[1:]}
+            if shell:
+                payload = {"command": shlex.join(argv), "shell": True}
+        if env:
+            payload["env"] = dict(env)
+        if cwd:
+            payload["cwd"] = cwd
+        return JobOptions(**options).build("shell", payload)
+
+    def enqueue_shell(self, command: str | Sequence[str], **options: Any) -> JobHandle:
+        """Enqueue a shell command: an argv list (no shell), a string (split like a shell would,
+        still run without one), or a string with ``shell=True`` (run by ``/bin/sh -c``)."""
+        return self.enqueue(self.shell_job(command, **options))
+
+    async def enqueue_shell_async(self, command: str | Sequence[str], **options: Any) -> JobHandle:
+        [result] = await self.insert_async([self.shell_job(command, **options)])
+        return JobHandle(self, result.job, result.created)
+
+    # -- read -----------------------------------------------------------------------------------
+
+    def get_job(self, job_id: str) -> Job:
+        return require(self.call(self.storage.job_get(job_id)), job_id)
+
+    async def get_job_async(self, job_id: str) -> Job:
+        await self.open_async()
+        return require(await self.storage.job_get(job_id), job_id)
+
+    # -- work -----------------------------------------------------------------------------------
+
+    def worker(self, **overrides: Any) -> Worker:
+        """A worker for this Relay's tasks; overrides: queues, concurrency, burst, maintenance, ..."""
+        return Worker(self.storage, self.registry, worker_config(self.settings, **overrides), self.clock)
+
+    def run_worker(self, **overrides: Any) -> None:
+        """Run a worker in this thread until SIGTERM/SIGINT (or, with ``burst=True``, until idle)."""
+
+        async def main() -> None:
+            worker = self.worker(**overrides)
+            worker.install_signal_handlers()
+            await worker.run()
+
+        asyncio.run(main())
+
+    async def drain_async(self, queues: Sequence[str] | None = None) -> int:
+        """Run every due job of ``queues`` (default: all this Relay's queues) until none is due."""
+        await self.open_async()
+        names = tuple(queues) if queues else tuple({q.name for q in await self.storage.queue_list()})
+        if not names:
+            return 0
+        worker = self.worker(queues=names, burst=True, maintenance=False, poll_interval=0.01)
+        await worker.run()
+        return worker.processed
+
+    def drain(self, queues: Sequence[str] | None = None) -> int:
+        return int(self.call(self.drain_async(queues)))

@@ -1,0 +1,93 @@
+"""What a running job sees of itself: ``relay.job_context()`` inside a task.
+
+The context lives in a ``contextvars.ContextVar``, so it follows the job into the thread that runs a
+sync task (``asyncio.to_thread`` copies the context) and into the tasks an async job starts.
+Progress and checkpoints are only recorded here; the heartbeat thread saves them with the next beat.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from dataclasses import dataclass, field
+
+from relay.types import JSON, Job
+
+
+class JobCancelledError(Exception):
+    """Raised by :meth:`JobContext.raise_if_cancelled`: the attempt ends as ``cancelled``."""
+
+
+@dataclass
+class JobContext:
+    job: Job
+    # Written by the job (progress, checkpoint), read by the heartbeat thread: guarded by _lock.
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _progress: float | None = None
+    _checkpoint: JSON = None
+    _checkpoint_dirty: bool = False
+    _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    @property
+    def job_id(self) -> str:
+        return self.job.id
+
+    @property
+    def attempt(self) -> int:
+        return self.job.attempt
+
+    @property
+    def last_checkpoint(self) -> JSON:
+        """The checkpoint saved by an earlier attempt (or the job's initial state), or None."""
+        return self.job.checkpoint
+
+    @property
+    def cancel_requested(self) -> bool:
+        """True once an operator asked to cancel this job: stop soon, or be stopped."""
+        return self._cancel.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        """Stop here if an operator asked to cancel this job (the job ends ``cancelled``).
+
+        A job that returns normally after a cancel request ends ``completed``: its work was done."""
+        if self._cancel.is_set():
+            raise JobCancelledError(f"job {self.job.id} was cancelled")
+
+    def progress(self, fraction: float) -> None:
+        """Report progress between 0 and 1; saved with the next heartbeat."""
+        with self._lock:
+            self._progress = min(1.0, max(0.0, float(fraction)))
+
+    def checkpoint(self, state: JSON) -> None:
+        """Save JSON state; it is handed back as ``last_checkpoint`` if the job is retried."""
+        with self._lock:
+            self._checkpoint = state
+            self._checkpoint_dirty = True
+
+    def take_updates(self) -> tuple[float | None, JSON, bool]:
+        """Progress and checkpoint to send with a heartbeat (the checkpoint only once)."""
+        with self._lock:
+            dirty, self._checkpoint_dirty = self._checkpoint_dirty, False
+            return self._progress, self._checkpoint, dirty
+
+    def request_cancel(self) -> None:
+        self._cancel.set()
+
+
+_current: contextvars.ContextVar[JobContext] = contextvars.ContextVar("relay_job_context")
+
+
+def job_context() -> JobContext:
+    """The context of the job running in this task or thread. Raises LookupError outside a job."""
+    try:
+        return _current.get()
+    except LookupError:
+        raise LookupError("relay.job_context() is only available inside a running job") from None
+
+
+def bind(ctx: JobContext) -> contextvars.Token[JobContext]:
+    return _current.set(ctx)
+
+
+def unbind(token: contextvars.Token[JobContext]) -> None:
+    _current.reset(token)

@@ -1,0 +1,228 @@
+"""Running one attempt, as a pipeline of small steps: resolve → run → classify.
+
+``Executor.execute`` never raises: every way an attempt can end becomes a :class:`FinishItem` for the
+completer (a payload the worker cannot execute goes to the dead-letter queue with its reason).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import traceback
+from typing import Any
+
+import orjson
+
+from relay.clock import Clock
+from relay.errors import TaskNotFoundError
+from relay.jobs.backoff import retry_delay
+from relay.runtime.attempt import Attempt, StopReason
+from relay.runtime.context import JobCancelledError, bind, unbind
+from relay.runtime.logs import LogWriter
+from relay.runtime.registry import TaskRegistry
+from relay.runtime.shell import ShellCommand, ShellLaunchError, ShellOutcome, run_shell
+from relay.runtime.sync_threads import SyncThreadPool
+from relay.storage.params import FinishItem
+from relay.types import JSON, AttemptError, JobKind, Outcome
+
+STDERR_TAIL_CHARS = 2000
+
+
+class JobAbandonedError(Exception):
+    """A stopped job's code did not stop in time; its outcome is recorded without it."""
+
+
+class UnrunnableJobError(Exception):
+    """The job's payload cannot be executed by this worker: it goes to the DLQ, it is not retried."""
+
+
+class Executor:
+    def __init__(
+        self,
+        registry: TaskRegistry,
+        threads: SyncThreadPool,
+        logs: LogWriter,
+        clock: Clock,
+        *,
+        kill_wait: float = 10.0,
+        cancel_grace: float = 5.0,
+        log_cap: int = 1_000_000,
+    ) -> None:
+        self._registry = registry
+        self._threads = threads
+        self._logs = logs
+        self._clock = clock
+        self._kill_wait = kill_wait  # how long a stopped job's code gets to actually stop
+        self._cancel_grace = cancel_grace
+        self._log_cap = log_cap
+
+    async def execute(self, attempt: Attempt) -> FinishItem:
+        """Run the attempt to its end and say how it ended."""
+        try:
+            value = await self._run_with_limits(attempt)
+        # BaseException: a job may raise anything, and how we stop it (CancelledError, JobInterrupted)
+        # is one of these too. The worker never cancels execute() itself; it stops the attempt.
+        except BaseException as exc:
+            return self._classify_error(attempt, exc)
+        if isinstance(value, ShellOutcome):
+            return self._classify_shell(attempt, value)
+        return self._classify_result(attempt, value)
+
+    # -- run ------------------------------------------------------------------------------------
+
+    async def _run_with_limits(self, attempt: Attempt) -> Any:
+        task = attempt.task = asyncio.ensure_future(self._run(attempt))
+        # Shell commands enforce their own timeout (they must kill a whole process group).
+        timeout = None if attempt.job.kind is JobKind.SHELL else attempt.job.timeout
+        stop_requested = asyncio.ensure_future(attempt.stopping.wait())
+        try:
+            await asyncio.wait({task, stop_requested}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop_requested.cancel()
+        if not task.done():
+            if attempt.stop_reason is None:
+                attempt.stop(StopReason.TIMEOUT)
+            done, _ = await asyncio.wait({task}, timeout=self._kill_wait)
+            if not done:
+                # A sync job stuck in C code cannot be interrupted: record the outcome, leave the thread.
+                raise JobAbandonedError(f"the job's code did not stop within {self._kill_wait}s")
+        return task.result()
+
+    async def _run(self, attempt: Attempt) -> Any:
+        job = attempt.job
+        if job.kind is JobKind.SHELL:
+            return await self._run_shell(attempt)
+        if job.kind is JobKind.TASK:
+            return await self._run_task(attempt)
+        raise UnrunnableJobError(f"built-in workers do not run {job.kind} jobs")
+
+    async def _run_task(self, attempt: Attempt) -> Any:
+        payload = attempt.job.payload
+        if not isinstance(payload, dict) or not isinstance(payload.get("task"), str):
+            raise UnrunnableJobError("a task job's payload needs a 'task' name")
+        task = self._registry.resolve(payload["task"])
+        args, kwargs = payload.get("args") or [], payload.get("kwargs") or {}
+        token = bind(attempt.ctx)
+        try:
+            if task.is_async:
+                return await task.fn(*args, **kwargs)
+            attempt.sync_call = self._threads.submit(task.fn, *args, **kwargs)
+            return await attempt.sync_call.future
+        finally:
+            unbind(token)
+
+    async def _run_shell(self, attempt: Attempt) -> ShellOutcome:
+        job = attempt.job
+        p = job.payload
+        if not isinstance(p, dict) or not isinstance(p.get("argv"), list) or not p["argv"]:
+            raise UnrunnableJobError("a shell job's payload needs an 'argv' list")
+        command = ShellCommand(
+            argv=[str(a) for a in p["argv"]],
+            env=dict(p.get("env") or {}),
+            cwd=p.get("cwd"),
+            timeout=job.timeout,
+        )
+        sink = self._logs.sink_for(job.id, job.attempt)
+        return await run_shell(
+            command, sink, cancel=attempt.stopping, output_cap=self._log_cap, kill_grace=self._cancel_grace
+        )
+
+    # -- classify -------------------------------------------------------------------------------
+
+    def _classify_result(self, attempt: Attempt, value: Any) -> FinishItem:
+        try:
+            result: JSON = orjson.loads(orjson.dumps(value)) if value is not None else None
+        except TypeError as exc:
+            return self._failed(
+                attempt,
+                "ResultNotJSON",
+                f"the task returned a value that is not JSON: {exc}",
+                retryable=False,
+            )
+        return FinishItem(attempt.job.id, attempt.lease_token, Outcome.COMPLETED, result=result)
+
+    def _classify_shell(self, attempt: Attempt, out: ShellOutcome) -> FinishItem:
+        if out.timed_out:
+            return self._failed(
+                attempt,
+                "Timeout",
+                f"timed out after {attempt.job.timeout}s",
+                stderr_tail=out.stderr_tail[-STDERR_TAIL_CHARS:],
+            )
+        if out.cancelled and attempt.stop_reason is not None:
+            return self._stopped(attempt, attempt.stop_reason)
+        if out.exit_code == 0:
+            return FinishItem(
+                attempt.job.id,
+                attempt.lease_token,
+                Outcome.COMPLETED,
+                result={"exit_code": 0, "output_bytes": out.output_bytes},
+            )
+        tail = out.stderr_tail[-STDERR_TAIL_CHARS:]
+        message = f"exited with code {out.exit_code}"
+        if tail.strip():
+            message += f": {tail.strip().splitlines()[-1][:500]}"
+        return self._failed(attempt, "ExitCode", message, exit_code=out.exit_code, stderr_tail=tail)
+
+    def _classify_error(self, attempt: Attempt, exc: BaseException) -> FinishItem:
+        if attempt.stop_reason is not None:
+            return self._stopped(attempt, attempt.stop_reason)
+        if isinstance(exc, JobCancelledError):
+            return self._stopped(attempt, StopReason.CANCEL)
+        if isinstance(exc, (TaskNotFoundError, UnrunnableJobError)):
+            return self._failed(attempt, type(exc).__name__, str(exc), retryable=False)
+        if isinstance(exc, ShellLaunchError):
+            return self._failed(attempt, "ShellLaunchError", str(exc))
+        tb = "".join(traceback.format_exception(exc))
+        return self._failed(attempt, type(exc).__name__, str(exc) or type(exc).__name__, tb=tb)
+
+    def _stopped(self, attempt: Attempt, reason: StopReason) -> FinishItem:
+        job = attempt.job
+        if reason is StopReason.TIMEOUT:
+            return self._failed(attempt, "Timeout", f"timed out after {job.timeout}s")
+        if reason is StopReason.CANCEL:
+            return FinishItem(
+                job.id,
+                attempt.lease_token,
+                Outcome.CANCELLED,
+                error=self._error(attempt, "Cancelled", "cancelled by an operator"),
+            )
+        # SHUTDOWN gives the job back; LEASE_LOST is never recorded (the worker drops it).
+        return FinishItem(job.id, attempt.lease_token, Outcome.RELEASED)
+
+    def _failed(
+        self,
+        attempt: Attempt,
+        kind: str,
+        message: str,
+        *,
+        retryable: bool = True,
+        tb: str | None = None,
+        exit_code: int | None = None,
+        stderr_tail: str | None = None,
+    ) -> FinishItem:
+        job = attempt.job
+        error = self._error(attempt, kind, message, tb=tb, exit_code=exit_code, stderr_tail=stderr_tail)
+        delay = retry_delay(job.backoff, job.attempt)
+        return FinishItem(
+            job.id, attempt.lease_token, Outcome.FAILED, error=error, retry_delay=delay, retryable=retryable
+        )
+
+    def _error(
+        self,
+        attempt: Attempt,
+        kind: str,
+        message: str,
+        *,
+        tb: str | None = None,
+        exit_code: int | None = None,
+        stderr_tail: str | None = None,
+    ) -> AttemptError:
+        return AttemptError(
+            attempt=attempt.job.attempt,
+            type=kind,
+            message=message,
+            at=self._clock.now(),
+            traceback=tb,
+            exit_code=exit_code,
+            stderr_tail=stderr_tail,
+        )

@@ -1,0 +1,311 @@
+"""The worker: claims jobs from its queues into N slots, runs them, records their outcomes.
+
+Who owns what (one event loop, plus two threads):
+
+- the claim loop (``_claim_loop``) is the only code that claims; it claims only as many jobs as there
+  are free slots, and sleeps until a wake-up: a notification from storage, a freed slot, or a jittered
+  poll (the source of truth: a notification is only a hint);
+- each claimed job runs in its own task (``_process``) through the executor, and hands its outcome to
+  the completer, which records outcomes in batches; a slot is freed once its outcome is recorded;
+- the heartbeat thread extends every running job's lease in one call, from a thread job code cannot
+  starve, and reports lost leases and cancellation requests back to the loop;
+- the maintenance runner (reaper, scheduler, pruner) runs here too, but acts only while elected leader.
+
+Shutdown has two phases: the first signal stops claiming and lets running jobs finish within the grace
+period; then (or at a second signal) what still runs is stopped and released back to pending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import signal
+from dataclasses import dataclass, field
+from typing import Any
+
+from relay.clock import Clock, SystemClock
+from relay.runtime.attempt import Attempt, StopReason
+from relay.runtime.completer import Completer
+from relay.runtime.context import JobContext
+from relay.runtime.events import job_event
+from relay.runtime.executor import Executor
+from relay.runtime.heartbeat import Heartbeater, RunningSet
+from relay.runtime.logs import LogWriter
+from relay.runtime.maintenance import JobPruner, JobScheduler, LeaseReaper, MaintenanceRunner, Service
+from relay.runtime.registry import TaskRegistry
+from relay.runtime.sync_threads import SyncThreadPool
+from relay.storage.base import Storage
+from relay.storage.params import BUILTIN_KINDS, ClaimParams, FinishItem, FinishResult, HeartbeatResult
+from relay.types import Job, JobKind, JobState, WorkerInfo, worker_identity
+
+log = logging.getLogger("relay.worker")
+
+_FINISH_EVENTS = {
+    JobState.COMPLETED: "completed",
+    JobState.FAILED: "failed",
+    JobState.DEAD: "dead",
+    JobState.CANCELLED: "cancelled",
+    JobState.PENDING: "released",
+}
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    queues: tuple[str, ...] = ("default",)
+    concurrency: int = 10
+    poll_interval: float = 1.0
+    grace_period: float = 30.0
+    cancel_grace: float = 5.0
+    burst: bool = False  # exit once no job is due
+    maintenance: bool = True  # take part in the leader election for reaper/scheduler/pruner
+    reaper_interval: float = 5.0
+    scheduler_interval: float = 1.0
+    leader_ttl: float = 15.0
+    retention: float = 7 * 86400.0
+    log_cap: int = 1_000_000
+    kinds: tuple[JobKind, ...] = BUILTIN_KINDS
+    worker_id: str = field(default_factory=worker_identity)
+
+
+class Worker:
+    def __init__(
+        self, storage: Storage, registry: TaskRegistry, config: WorkerConfig, clock: Clock | None = None
+    ) -> None:
+        self.storage = storage
+        self.config = config
+        self.id = config.worker_id
+        self._registry = registry
+        self._clock = clock or SystemClock()
+        self._started_at = self._clock.now()
+        self._running = RunningSet()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()  # phase 1: stop claiming
+        self._hard_stop = asyncio.Event()  # phase 2: stop running jobs now
+        self._wake = asyncio.Event()  # something may be claimable: a notification, a freed slot
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.maintenance: MaintenanceRunner | None = None
+        self.processed = 0  # outcomes recorded, for burst mode and tests
+
+    # -- control --------------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """First call: stop claiming, let jobs finish. Second call: release running jobs now."""
+        if self._stopping.is_set():
+            log.warning("second stop signal: releasing running jobs now")
+            self._hard_stop.set()
+        else:
+            log.info(
+                "stopping: no new jobs; %d running get %.0fs to finish",
+                len(self._running),
+                self.config.grace_period,
+            )
+            self._stopping.set()
+        self._wake.set()
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+
+    # -- main -----------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        await self.storage.open()
+        threads = SyncThreadPool(self.config.concurrency)
+        logs = LogWriter(self.storage)
+        self._completer = Completer(self.storage, logs, self._on_recorded)
+        self._executor = Executor(
+            self._registry,
+            threads,
+            logs,
+            self._clock,
+            cancel_grace=self.config.cancel_grace,
+            log_cap=self.config.log_cap,
+            kill_wait=self.config.cancel_grace + 5.0,
+        )
+        heartbeater = Heartbeater(self.storage, self._running, self._deliver_heartbeat, self._worker_info)
+        heartbeater.start()
+        side_stop = asyncio.Event()
+        side = [
+            asyncio.create_task(self._completer.run(side_stop)),
+            asyncio.create_task(logs.run(side_stop)),
+            asyncio.create_task(self._listen(side_stop)),
+        ]
+        if self.config.maintenance:
+            self.maintenance = MaintenanceRunner(
+                self.storage, self.id, self._services(), self.config.leader_ttl
+            )
+            side.append(asyncio.create_task(self.maintenance.run(side_stop)))
+        log.info(
+            "worker %s serving %s with %d slots",
+            self.id,
+            ",".join(self.config.queues),
+            self.config.concurrency,
+        )
+        try:
+            await self._claim_loop()
+            await self._shutdown()
+        finally:
+            side_stop.set()
+            await asyncio.gather(*side, return_exceptions=True)
+            heartbeater.stop()
+            threads.shutdown()
+            await self._unregister()
+        log.info("worker %s stopped after %d jobs", self.id, self.processed)
+
+    def _services(self) -> list[Service]:
+        services: list[Service] = [
+            LeaseReaper(self.storage, self.config.reaper_interval),
+            JobScheduler(self.storage, self.config.scheduler_interval),
+        ]
+        if self.config.retention > 0:
+            services.append(JobPruner(self.storage, self._clock, self.config.retention))
+        return services
+
+    async def _unregister(self) -> None:
+        try:
+            await self.storage.worker_remove(self.id)
+        except Exception:
+            log.exception("could not unregister worker %s", self.id)
+
+    # -- claiming -------------------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.clear()
+            free = self.config.concurrency - len(self._running)
+            claimed = await self._claim(free) if free > 0 else 0
+            if self.config.burst and claimed == 0 and len(self._running) == 0:
+                log.info("burst mode: no job is due, stopping")
+                return
+            if free > 0 and claimed == free:
+                continue  # every slot was filled: more may be waiting
+            await self._wait_for_work()
+
+    async def _claim(self, free: int) -> int:
+        params = ClaimParams(self.config.queues, self.id, free, self.config.kinds)
+        try:
+            jobs = await self.storage.job_claim(params)
+        except Exception:
+            log.exception("claim failed; retrying after the poll interval")
+            return 0
+        for job in jobs:
+            self._start(job)
+        return len(jobs)
+
+    async def _wait_for_work(self) -> None:
+        # Jitter (±10%) keeps many workers from polling in lockstep.
+        timeout = self.config.poll_interval * random.uniform(0.9, 1.1)
+        try:
+            async with asyncio.timeout(timeout):
+                await self._wake.wait()
+        except TimeoutError:
+            pass
+
+    async def _listen(self, stop: asyncio.Event) -> None:
+        """Turn storage notifications into wake-ups."""
+        while not stop.is_set() and not self._stopping.is_set():
+            try:
+                if await self.storage.wait_for_jobs(self.config.queues, self.config.poll_interval):
+                    self._wake.set()
+            except Exception:
+                log.exception("listening for new jobs failed; polling covers it")
+                await asyncio.sleep(self.config.poll_interval)
+
+    # -- running --------------------------------------------------------------------------------
+
+    def _start(self, job: Job) -> None:
+        attempt = Attempt(job, JobContext(job))
+        self._running.add(attempt)
+        job_event("claimed" if job.attempt == 1 else "retried", job, worker=self.id)
+        task = asyncio.create_task(self._process(attempt))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _process(self, attempt: Attempt) -> None:
+        item = await self._executor.execute(attempt)
+        if attempt.stop_reason is StopReason.LEASE_LOST:
+            # Another worker may own this job now: its outcome is not ours to record.
+            self._running.remove(attempt.job.id)
+            job_event("lease_lost", attempt.job, logging.WARNING, worker=self.id)
+            self._wake.set()
+            return
+        self._completer.submit(attempt, item)
+
+    def _on_recorded(self, attempt: Attempt, item: FinishItem, result: FinishResult) -> None:
+        self._running.remove(attempt.job.id)
+        self._wake.set()
+        self.processed += 1
+        job = attempt.job
+        if result.state is None:
+            job_event("lease_lost", job, logging.WARNING, worker=self.id, outcome=item.outcome.value)
+            return
+        fields: dict[str, Any] = {"duration": round(attempt.elapsed(), 6)}
+        if item.error is not None:
+            fields["error"] = f"{item.error.type}: {item.error.message}"
+        if result.state is JobState.FAILED:
+            fields["retry_in"] = round(item.retry_delay, 3)
+        level = logging.INFO if result.state in (JobState.COMPLETED, JobState.PENDING) else logging.WARNING
+        job_event(_FINISH_EVENTS.get(result.state, result.state.value), job, level, **fields)
+
+    # -- heartbeat results (arrive from the heartbeat thread) -------------------------------------
+
+    def _deliver_heartbeat(self, result: HeartbeatResult) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._on_heartbeat, result)
+
+    def _on_heartbeat(self, result: HeartbeatResult) -> None:
+        for job_id in result.lost:
+            attempt = self._running.get(job_id)
+            if attempt is not None and attempt.stop_reason is None:
+                attempt.stop(StopReason.LEASE_LOST)
+        for job_id in result.cancel_requested:
+            attempt = self._running.get(job_id)
+            if attempt is not None and not attempt.ctx.cancel_requested:
+                self._cancel(attempt)
+
+    def _cancel(self, attempt: Attempt) -> None:
+        """Two stages: ask the job (``ctx.cancel_requested``), then stop it after the cancel grace.
+
+        A shell command is asked with SIGTERM and killed after the grace by ``run_shell`` itself."""
+        job_event("cancelling", attempt.job, worker=self.id)
+        attempt.ctx.request_cancel()
+        if attempt.job.kind is JobKind.SHELL:
+            attempt.stop(StopReason.CANCEL)
+        else:
+            assert self._loop is not None
+            self._loop.call_later(self.config.cancel_grace, attempt.stop, StopReason.CANCEL)
+
+    def _worker_info(self) -> WorkerInfo:
+        return WorkerInfo(
+            id=self.id,
+            host=os.uname().nodename,
+            pid=os.getpid(),
+            queues=self.config.queues,
+            concurrency=self.config.concurrency,
+            started_at=self._started_at,
+            last_heartbeat_at=self._clock.now(),
+            running=tuple(a.job.id for a in self._running.snapshot()),
+        )
+
+    # -- shutdown -------------------------------------------------------------------------------
+
+    async def _shutdown(self) -> None:
+        if self._tasks and not self._hard_stop.is_set():
+            log.info("waiting up to %.0fs for %d running jobs", self.config.grace_period, len(self._tasks))
+            hard = asyncio.ensure_future(self._hard_stop.wait())
+            all_done = asyncio.ensure_future(asyncio.wait(set(self._tasks)))
+            await asyncio.wait(
+                {hard, all_done}, timeout=self.config.grace_period, return_when=asyncio.FIRST_COMPLETED
+            )
+            hard.cancel()
+            all_done.cancel()
+        leftover = [a for a in self._running.snapshot() if a.task is None or not a.task.done()]
+        for attempt in leftover:
+            log.warning("releasing job %s after %.1fs of running", attempt.job.id, attempt.elapsed())
+            attempt.stop(StopReason.SHUTDOWN)
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=self.config.cancel_grace + 10.0)

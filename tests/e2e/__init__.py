@@ -1,0 +1,3 @@
+"""E2e tests."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Integration tests."""
+
+from __future__ import annotations

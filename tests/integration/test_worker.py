@@ -1,0 +1,280 @@
+"""The worker runtime, in process, on every embedded backend: tasks, retries, timeouts, cancellation,
+heartbeats, checkpoints, slots and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+from relay import Relay, job_context
+from relay.types import Job, JobState
+
+from .helpers import eventually, running
+
+
+async def final(app: Relay, job_id: str, timeout: float = 15.0) -> Job:
+    async def check() -> Job | None:
+        job = await app.get_job_async(job_id)
+        return job if job.is_final else None
+
+    result: Job = await eventually(check, timeout, f"job {job_id} to finish")
+    return result
+
+
+async def test_sync_and_async_tasks_complete_with_their_results(app: Relay) -> None:
+    @app.task
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    @app.task
+    async def greet(name: str) -> dict[str, str]:
+        return {"hello": name}
+
+    first = await add.enqueue_async(2, 3)
+    second = await greet.enqueue_async(name="ada")
+    async with running(app.worker(concurrency=2)):
+        assert (await final(app, first.id)).result == 5
+        done = await final(app, second.id)
+    assert done.state is JobState.COMPLETED
+    assert done.result == {"hello": "ada"}
+    assert done.attempt == 1
+
+
+async def test_failures_retry_with_backoff_then_go_dead_and_run_on_failure(app: Relay) -> None:
+    calls: list[int] = []
+
+    @app.task(max_retries=2, backoff="fixed", backoff_base="10ms")
+    def flaky() -> None:
+        calls.append(job_context().attempt)
+        raise ValueError("boom")
+
+    handle = await flaky.options(on_failure=app.shell_job(["echo", "cleanup"])).enqueue_async()
+    async with running(app.worker()):
+        job = await final(app, handle.id)
+        assert job.state is JobState.DEAD
+        children = await eventually(lambda: _children(app, job.id), what="the on_failure job")
+        chained = await final(app, children[0].id)
+    assert calls == [1, 2, 3]
+    assert [e.attempt for e in job.errors] == [1, 2, 3]
+    assert all(e.type == "ValueError" and e.message == "boom" for e in job.errors)
+    assert "ValueError: boom" in (job.errors[0].traceback or "")
+    assert chained.state is JobState.COMPLETED
+
+
+async def _children(app: Relay, parent_id: str) -> list[Job]:
+    from relay.storage.params import ListParams
+
+    page = await app.storage.job_list(ListParams(limit=100))
+    return [j for j in page.jobs if j.parent_id == parent_id]
+
+
+async def test_an_unknown_task_goes_to_the_dlq_without_retries(app: Relay) -> None:
+    from relay.sdk.options import JobOptions
+
+    unknown = JobOptions(max_retries=5).build("task", {"task": "nowhere.to_be_found"})
+    [result] = await app.insert_async([unknown])
+    async with running(app.worker()):
+        done = await final(app, result.job.id)
+    assert done.state is JobState.DEAD
+    assert done.attempt == 1
+    assert done.errors[0].type == "TaskNotFoundError"
+
+
+async def test_timeouts_stop_async_and_cpu_bound_sync_jobs(app: Relay) -> None:
+    @app.task(timeout="200ms", max_retries=0)
+    async def forever() -> None:
+        await asyncio.Event().wait()
+
+    @app.task(timeout="200ms", max_retries=0)
+    def spin() -> None:
+        while True:
+            pass
+
+    a = await forever.enqueue_async()
+    s = await spin.enqueue_async()
+    async with running(app.worker(concurrency=2)):
+        for handle in (a, s):
+            job = await final(app, handle.id)
+            assert job.state is JobState.DEAD
+            assert job.errors[-1].type == "Timeout"
+
+
+async def test_cancelling_a_running_job_asks_first_then_stops_it(app: Relay) -> None:
+    @app.task
+    def polite() -> None:
+        while True:  # a long job that checks for cancellation between steps
+            job_context().raise_if_cancelled()
+            time.sleep(0.01)
+
+    @app.task
+    async def stubborn() -> None:
+        await asyncio.Event().wait()  # ignores the request: stopped after the cancel grace
+
+    p = await polite.enqueue_async()
+    s = await stubborn.enqueue_async()
+    async with running(app.worker(concurrency=2)):
+        await eventually(lambda: _all_running(app, [p.id, s.id]), what="both jobs running")
+        await app.storage.job_cancel(p.id)
+        await app.storage.job_cancel(s.id)
+        polite_job = await final(app, p.id)
+        stubborn_job = await final(app, s.id)
+    assert polite_job.state is JobState.CANCELLED
+    assert stubborn_job.state is JobState.CANCELLED
+    assert stubborn_job.errors[-1].type == "Cancelled"
+
+
+async def _all_running(app: Relay, ids: list[str]) -> bool:
+    states = [(await app.get_job_async(i)).state for i in ids]
+    return all(state is JobState.RUNNING for state in states)
+
+
+async def test_heartbeats_keep_a_cpu_bound_job_alive_for_three_leases(app: Relay) -> None:
+    lease = 1.0
+
+    @app.task(lease="1s", max_retries=0)
+    def crunch() -> int:
+        # Pure-Python work holding the GIL for three leases: only a heartbeat that this code cannot
+        # starve keeps the job from being reaped by the maintenance leader running alongside.
+        end = time.monotonic() + 3 * lease + 0.2
+        n = 0
+        while time.monotonic() < end:
+            n += 1
+        return n
+
+    handle = await crunch.enqueue_async()
+    worker = app.worker(reaper_interval=0.1, leader_ttl=1.0)
+    async with running(worker):
+        job = await final(app, handle.id, timeout=20)
+    assert job.state is JobState.COMPLETED
+    assert job.attempt == 1
+    assert job.errors == ()
+    assert worker.maintenance is not None
+    assert worker.maintenance.health["reaper"].passes > 3
+
+
+async def test_progress_and_checkpoints_are_saved_and_handed_to_the_next_attempt(app: Relay) -> None:
+    may_fail = threading.Event()
+    seen: list[object] = []
+
+    @app.task(max_retries=1, backoff="fixed", backoff_base="10ms", lease="1s")
+    def resumable() -> object:
+        ctx = job_context()
+        seen.append(ctx.last_checkpoint)
+        if ctx.attempt == 1:
+            ctx.progress(0.4)
+            ctx.checkpoint({"offset": 1200})
+            may_fail.wait(10)
+            raise RuntimeError("interrupted")
+        return ctx.last_checkpoint
+
+    handle = await resumable.enqueue_async()
+    async with running(app.worker()):
+
+        async def saved() -> bool:
+            job = await app.get_job_async(handle.id)
+            return job.checkpoint == {"offset": 1200} and job.progress == 0.4
+
+        await eventually(saved, what="the checkpoint saved by a heartbeat")
+        may_fail.set()
+        job = await final(app, handle.id)
+    assert job.state is JobState.COMPLETED
+    assert seen == [None, {"offset": 1200}]
+    assert job.result == {"offset": 1200}
+
+
+async def test_a_worker_claims_only_as_many_jobs_as_it_has_free_slots(app: Relay) -> None:
+    gate = asyncio.Event()
+
+    @app.task
+    async def wait_for_gate() -> None:
+        await gate.wait()
+
+    handles = [await wait_for_gate.enqueue_async() for _ in range(6)]
+    async with running(app.worker(concurrency=2)):
+
+        async def states() -> dict[JobState, int]:
+            counts: dict[JobState, int] = {}
+            for h in handles:
+                state = (await app.get_job_async(h.id)).state
+                counts[state] = counts.get(state, 0) + 1
+            return counts
+
+        await eventually(lambda: _count_is(states, JobState.RUNNING, 2), what="two running jobs")
+        assert (await states()).get(JobState.PENDING) == 4
+        gate.set()
+        for h in handles:
+            assert (await final(app, h.id)).state is JobState.COMPLETED
+
+
+async def _count_is(states, state: JobState, n: int) -> bool:  # type: ignore[no-untyped-def]
+    return (await states()).get(state, 0) == n
+
+
+async def test_graceful_shutdown_lets_running_jobs_finish(app: Relay) -> None:
+    gate = threading.Event()
+
+    @app.task
+    def slow() -> str:
+        gate.wait(10)
+        return "finished"
+
+    handle = await slow.enqueue_async()
+    worker = app.worker(grace_period=10)
+    task = asyncio.create_task(worker.run())
+    await eventually(lambda: _all_running(app, [handle.id]), what="the job running")
+    worker.request_stop()
+    gate.set()
+    await asyncio.wait_for(task, 15)
+    job = await app.get_job_async(handle.id)
+    assert job.state is JobState.COMPLETED
+    assert job.result == "finished"
+
+
+async def test_shutdown_past_the_grace_period_releases_jobs_to_pending(app: Relay) -> None:
+    @app.task
+    async def endless() -> None:
+        await asyncio.Event().wait()
+
+    handle = await endless.enqueue_async()
+    worker = app.worker(grace_period=0.2)
+    task = asyncio.create_task(worker.run())
+    await eventually(lambda: _all_running(app, [handle.id]), what="the job running")
+    worker.request_stop()
+    await asyncio.wait_for(task, 15)
+    job = await app.get_job_async(handle.id)
+    assert job.state is JobState.PENDING
+    assert job.attempt == 0  # the attempt was given back
+    assert job.lease_token is None
+
+
+async def test_a_second_stop_request_releases_jobs_at_once(app: Relay) -> None:
+    @app.task
+    async def endless() -> None:
+        await asyncio.Event().wait()
+
+    handle = await endless.enqueue_async()
+    worker = app.worker(grace_period=3600)
+    task = asyncio.create_task(worker.run())
+    await eventually(lambda: _all_running(app, [handle.id]), what="the job running")
+    worker.request_stop()
+    worker.request_stop()
+    await asyncio.wait_for(task, 15)
+    assert (await app.get_job_async(handle.id)).state is JobState.PENDING
+
+
+async def test_shell_jobs_store_their_output_and_fail_on_a_non_zero_exit(app: Relay) -> None:
+    from relay.storage.params import LogParams
+
+    ok = await app.enqueue_shell_async(["/bin/sh", "-c", "echo out; echo err >&2"])
+    bad = await app.enqueue_shell_async("/bin/sh -c 'echo broken >&2; exit 3'", max_retries=0)
+    async with running(app.worker(concurrency=2)):
+        done = await final(app, ok.id)
+        dead = await final(app, bad.id)
+    assert done.state is JobState.COMPLETED
+    lines = await app.storage.job_logs(LogParams(ok.id))
+    assert {(line.stream, line.text) for line in lines} == {("stdout", "out"), ("stderr", "err")}
+    assert dead.state is JobState.DEAD
+    assert dead.errors[0].type == "ExitCode"
+    assert dead.errors[0].exit_code == 3
+    assert "broken" in (dead.errors[0].stderr_tail or "")

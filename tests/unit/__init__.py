@@ -1,0 +1,3 @@
+"""Unit tests."""
+
+from __future__ import annotations
