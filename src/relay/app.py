@@ -157,13 +157,13 @@ class Relay:
 
     def enqueue(self, document: Mapping[str, Any] | NewJob) -> JobHandle:
         """Enqueue one job document (the format of ``relay submit``) or a NewJob."""
-        job = document if isinstance(document, NewJob) else parse_job_document(document)
+        job = document if isinstance(document, NewJob) else parse_job_document(dict(document))
         [result] = self.insert([job])
         return JobHandle(self, result.job, result.created)
 
     def enqueue_many(self, documents: Sequence[Mapping[str, Any] | NewJob]) -> list[JobHandle]:
         """Enqueue many documents in one transaction: all of them, or (on an error) none."""
-        docs = [d for d in documents if not isinstance(d, NewJob)]
+        docs = [dict(d) for d in documents if not isinstance(d, NewJob)]
         parsed = iter(parse_job_documents(docs))
         jobs = [d if isinstance(d, NewJob) else next(parsed) for d in documents]
         return [JobHandle(self, r.job, r.created) for r in self.insert(jobs)]
