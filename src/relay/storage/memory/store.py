@@ -1,0 +1,493 @@
+"""The in-memory backend's data: job records, their indexes, and every operation the operator side uses.
+
+Data layout (every structure is only touched while ``MemoryStorage``'s lock is held)::
+
+    jobs       id -> JobRecord, in insertion order (dicts keep it), so reversed() is newest first
+    by_key     idempotency_key -> JobRecord
+    waiting    queue -> {id -> JobRecord} of pending / scheduled / failed jobs: what a claim scans
+    running    id -> JobRecord of running jobs: what the reaper scans
+    queues     name -> paused flag, for every queue that ever held a job or was paused / resumed
+    logs       job id -> its LogLines in append order (seq 1, 2, ... per job)
+    leaders    leadership name -> (holder, term expiry)
+    workers    worker id -> WorkerInfo
+
+``waiting`` and ``running`` are indexes over ``jobs``: every state change goes through
+:meth:`MemoryStore.set_state` and every removal through :meth:`MemoryStore.delete`, which keep them right.
+
+JSON values (payload, metadata, checkpoint, result, and chained jobs in their ``NewJob.to_json`` form)
+are kept as the ``bytes`` orjson writes. Encoding once on the way in and decoding on every way out is
+the deep copy the store needs: a caller that mutates a dict it passed in, or one it got back, never
+reaches stored state. It is also what SQLite stores, so both backends accept and return the same values
+(a tuple inside a payload comes back as a list on both).
+
+The operator-side functions at the end (listing, cancel / requeue / purge, pruning, queues, logs) run
+with the lock held and take ``now`` from the backend's clock; none of them awaits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from itertools import islice
+
+import orjson
+
+from relay.errors import DuplicateJobError, InvalidJobError, InvalidTransitionError, JobNotFoundError
+from relay.storage.params import JobPage, ListParams, LogAppend, LogParams, PruneParams, PurgeParams
+from relay.types import (
+    JSON,
+    AttemptError,
+    Backoff,
+    Job,
+    JobKind,
+    JobState,
+    LogLine,
+    NewJob,
+    QueueInfo,
+    WorkerInfo,
+    new_job_id,
+)
+
+_JSON_NULL = b"null"
+_REQUEUEABLE = JobState.requeueable()
+_WAITING = JobState.waiting()
+
+# -- job records ---------------------------------------------------------------------------------------
+
+
+def encode_json(value: JSON, field_name: str) -> bytes:
+    """``value`` as JSON bytes; a value JSON cannot carry is refused before anything is written."""
+    if value is None:
+        return _JSON_NULL
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError as exc:
+        raise InvalidJobError(field_name, f"not a JSON value: {exc}") from exc
+
+
+def decode_json(raw: bytes) -> JSON:
+    return None if raw == _JSON_NULL else orjson.loads(raw)
+
+
+def encode_chain(chain: NewJob | None, field_name: str) -> bytes | None:
+    return None if chain is None else encode_json(chain.to_json(), field_name)
+
+
+def decode_chain(raw: bytes | None) -> NewJob | None:
+    return None if raw is None else NewJob.from_json(orjson.loads(raw))
+
+
+@dataclass(slots=True, eq=False)
+class JobRecord:
+    """One stored job. Only the store mutates it, and only while holding the backend's lock."""
+
+    seq: int  # insertion order: claim tie-break and list cursor
+    id: str
+    queue: str
+    kind: JobKind
+    state: JobState
+    priority: int
+    max_retries: int
+    backoff: Backoff
+    timeout: float | None
+    lease: float
+    run_at: datetime
+    created_at: datetime
+    updated_at: datetime
+    payload: bytes
+    metadata: bytes
+    checkpoint: bytes
+    idempotency_key: str | None = None
+    on_success: bytes | None = None
+    on_failure: bytes | None = None
+    tags: tuple[str, ...] = ()
+    parent_id: str | None = None
+    attempt: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    lease_token: str | None = None
+    lease_expires_at: datetime | None = None
+    worker_id: str | None = None
+    cancel_requested: bool = False
+    progress: float | None = None
+    result: bytes = _JSON_NULL
+    errors: list[AttemptError] = field(default_factory=list)
+
+    def claim_order(self) -> tuple[int, datetime, int]:
+        """Sort key of the claim: priority DESC, run_at ASC, insertion order ASC."""
+        return (-self.priority, self.run_at, self.seq)
+
+    def clear_lease(self) -> None:
+        self.lease_token = None
+        self.lease_expires_at = None
+
+    def to_job(self) -> Job:
+        """A frozen snapshot with fresh copies of every JSON value."""
+        return Job(
+            id=self.id,
+            queue=self.queue,
+            kind=self.kind,
+            payload=decode_json(self.payload),
+            state=self.state,
+            priority=self.priority,
+            attempt=self.attempt,
+            max_retries=self.max_retries,
+            backoff=self.backoff,
+            timeout=self.timeout,
+            lease=self.lease,
+            run_at=self.run_at,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+            idempotency_key=self.idempotency_key,
+            on_success=decode_chain(self.on_success),
+            on_failure=decode_chain(self.on_failure),
+            tags=self.tags,
+            metadata=decode_json(self.metadata),
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            lease_token=self.lease_token,
+            lease_expires_at=self.lease_expires_at,
+            worker_id=self.worker_id,
+            cancel_requested=self.cancel_requested,
+            progress=self.progress,
+            checkpoint=decode_json(self.checkpoint),
+            result=decode_json(self.result),
+            errors=tuple(self.errors),
+            parent_id=self.parent_id,
+        )
+
+
+def new_record(spec: NewJob, job_id: str, now: datetime, parent_id: str | None = None) -> JobRecord:
+    """The record of a job about to be inserted (its ``seq`` is set when it is stored).
+
+    Encodes every JSON value first, so that a bad one raises before the batch writes anything.
+    """
+    run_at = spec.start_time(now)
+    return JobRecord(
+        seq=0,
+        id=job_id,
+        queue=spec.queue,
+        kind=JobKind(spec.kind),
+        state=JobState.SCHEDULED if run_at > now else JobState.PENDING,
+        priority=spec.priority,
+        max_retries=spec.max_retries,
+        backoff=spec.backoff,
+        timeout=spec.timeout,
+        lease=spec.lease,
+        run_at=run_at,
+        created_at=now,
+        updated_at=now,
+        payload=encode_json(spec.payload, "payload"),
+        metadata=encode_json(dict(spec.metadata), "metadata"),
+        checkpoint=encode_json(spec.checkpoint, "checkpoint"),
+        idempotency_key=spec.idempotency_key,
+        on_success=encode_chain(spec.on_success, "on_success"),
+        on_failure=encode_chain(spec.on_failure, "on_failure"),
+        tags=tuple(spec.tags),
+        parent_id=parent_id,
+    )
+
+
+# -- the store -----------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _PlannedBatch:
+    """An insert batch checked in full before it writes anything: (record, created) per job."""
+
+    results: list[tuple[JobRecord, bool]] = field(default_factory=list)
+    new_ids: set[str] = field(default_factory=set)
+    new_keys: dict[str, JobRecord] = field(default_factory=dict)
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self.jobs: dict[str, JobRecord] = {}
+        self.by_key: dict[str, JobRecord] = {}
+        self.waiting: dict[str, dict[str, JobRecord]] = {}
+        self.running: dict[str, JobRecord] = {}
+        self.queues: dict[str, bool] = {}
+        self.logs: dict[str, list[LogLine]] = {}
+        self.leaders: dict[str, tuple[str, datetime]] = {}
+        self.workers: dict[str, WorkerInfo] = {}
+        self._last_seq = 0
+
+    # -- inserting ------------------------------------------------------------------------------------
+
+    def insert_batch(self, specs: Sequence[NewJob], now: datetime) -> list[tuple[JobRecord, bool]]:
+        """Insert ``specs`` all or nothing; (record, created) per spec, in order (semantics rule 1).
+
+        An idempotency key already used (stored, or earlier in the batch) returns that job and is checked
+        before the id: a job that is not inserted cannot collide with anything.
+        """
+        plan = _PlannedBatch()
+        for spec in specs:
+            existing = self._job_with_key(spec.idempotency_key, plan)
+            if existing is not None:
+                plan.results.append((existing, False))
+                continue
+            job_id = spec.id if spec.id is not None else new_job_id()
+            if job_id in self.jobs or job_id in plan.new_ids:
+                raise DuplicateJobError(job_id)
+            record = new_record(spec, job_id, now)
+            plan.new_ids.add(job_id)
+            if spec.idempotency_key is not None:
+                plan.new_keys[spec.idempotency_key] = record
+            plan.results.append((record, True))
+        for record, created in plan.results:
+            if created:
+                self._store(record)
+        return plan.results
+
+    def insert_chain(self, raw_chain: bytes | None, parent: JobRecord, now: datetime) -> JobRecord | None:
+        """Insert a parent's ``on_success`` / ``on_failure`` job; returns it when it was created.
+
+        A chain whose idempotency key or client-chosen id is already taken is treated as enqueued
+        already: raising here would undo the parent's outcome and, for the reaper, fail every later
+        reap too (a requeued dead job that dies again meets its own earlier ``on_failure``).
+        """
+        chain = decode_chain(raw_chain)
+        if chain is None or self._job_with_key(chain.idempotency_key) is not None:
+            return None
+        job_id = chain.id if chain.id is not None else new_job_id()
+        if job_id in self.jobs:
+            return None
+        record = new_record(chain, job_id, now, parent_id=parent.id)
+        self._store(record)
+        return record
+
+    def _job_with_key(self, key: str | None, plan: _PlannedBatch | None = None) -> JobRecord | None:
+        if key is None:
+            return None
+        if key in self.by_key:
+            return self.by_key[key]
+        return plan.new_keys.get(key) if plan is not None else None
+
+    def _store(self, record: JobRecord) -> None:
+        self._last_seq += 1
+        record.seq = self._last_seq
+        self.jobs[record.id] = record
+        if record.idempotency_key is not None:
+            self.by_key[record.idempotency_key] = record
+        self.queues.setdefault(record.queue, False)
+        self._index(record)
+
+    # -- state changes and removal --------------------------------------------------------------------
+
+    def set_state(self, record: JobRecord, state: JobState, now: datetime) -> None:
+        """Move ``record`` to ``state`` (keeping the indexes right) and stamp ``updated_at``."""
+        self._unindex(record)
+        record.state = state
+        record.updated_at = now
+        self._index(record)
+
+    def delete(self, record: JobRecord) -> None:
+        """Remove a job with its logs; its id and idempotency key become free again, as in SQL."""
+        self._unindex(record)
+        del self.jobs[record.id]
+        if record.idempotency_key is not None:
+            self.by_key.pop(record.idempotency_key, None)
+        self.logs.pop(record.id, None)
+
+    def _index(self, record: JobRecord) -> None:
+        if record.state in _WAITING:
+            self.waiting.setdefault(record.queue, {})[record.id] = record
+        elif record.state is JobState.RUNNING:
+            self.running[record.id] = record
+
+    def _unindex(self, record: JobRecord) -> None:
+        if record.state in _WAITING:
+            self.waiting[record.queue].pop(record.id, None)
+        elif record.state is JobState.RUNNING:
+            self.running.pop(record.id, None)
+
+    # -- lookups --------------------------------------------------------------------------------------
+
+    def fenced(self, job_id: str, lease_token: str) -> JobRecord | None:
+        """The job if it is running under ``lease_token``; None for a stale or unknown token."""
+        record = self.running.get(job_id)
+        if record is None or record.lease_token != lease_token:
+            return None
+        return record
+
+    def in_states(self, states: Sequence[JobState], queue: str | None = None) -> Iterator[JobRecord]:
+        """Jobs in ``states`` (and ``queue``, if given), in insertion order."""
+        wanted = frozenset(states)
+        for record in self.jobs.values():
+            if record.state in wanted and (queue is None or record.queue == queue):
+                yield record
+
+
+# -- operator side: listing ---------------------------------------------------------------------------
+
+
+def list_jobs(store: MemoryStore, p: ListParams) -> JobPage:
+    """Newest first; the cursor is the ``seq`` of the page's last job, so new jobs never shift pages."""
+    if p.limit < 1:
+        raise ValueError(f"limit must be at least 1, got {p.limit}")
+    # One extra match tells whether another page follows, so the last page never carries a cursor.
+    found = list(islice(_matching(store, p, _parse_cursor(p.cursor)), p.limit + 1))
+    page = found[: p.limit]
+    next_cursor = str(page[-1].seq) if len(found) > p.limit else None
+    return JobPage([record.to_job() for record in page], next_cursor)
+
+
+def _parse_cursor(cursor: str | None) -> int | None:
+    if cursor is None:
+        return None
+    try:
+        return int(cursor)
+    except ValueError:
+        raise ValueError(f"not a job list cursor: {cursor!r}") from None
+
+
+def _matching(store: MemoryStore, p: ListParams, before_seq: int | None) -> Iterator[JobRecord]:
+    states, queues, kinds = frozenset(p.states), frozenset(p.queues), frozenset(p.kinds)
+    needle = p.text.casefold() if p.text else None
+    for record in reversed(store.jobs.values()):
+        if before_seq is not None and record.seq >= before_seq:
+            continue
+        if states and record.state not in states:
+            continue
+        if queues and record.queue not in queues:
+            continue
+        if kinds and record.kind not in kinds:
+            continue
+        if needle is None or _mentions(record, needle):
+            yield record
+
+
+def _mentions(record: JobRecord, needle: str) -> bool:
+    """Whether ``needle`` (casefolded: Unicode-aware, as SQLite's filter) is in the id, a tag, or the
+    payload's JSON text (orjson's, the same text SQLite stores and searches)."""
+    if needle in record.id.casefold() or any(needle in tag.casefold() for tag in record.tags):
+        return True
+    return needle in record.payload.decode().casefold()
+
+
+# -- cancel, requeue, purge, prune, promote ----------------------------------------------------------
+
+
+def cancel(store: MemoryStore, job_id: str, now: datetime) -> Job:
+    record = store.jobs.get(job_id)
+    if record is None:
+        raise JobNotFoundError(job_id)
+    if record.state in _WAITING:
+        record.finished_at = now
+        store.set_state(record, JobState.CANCELLED, now)
+    elif record.state is JobState.RUNNING:
+        # Only its worker can stop it: the flag reaches the worker at its next heartbeat.
+        record.cancel_requested = True
+        record.updated_at = now
+    else:
+        raise InvalidTransitionError(job_id, record.state.value, "cancel")
+    return record.to_job()
+
+
+def requeue_one(store: MemoryStore, job_id: str, now: datetime) -> JobRecord:
+    record = store.jobs.get(job_id)
+    if record is None:
+        raise JobNotFoundError(job_id)
+    if record.state not in _REQUEUEABLE:
+        raise InvalidTransitionError(job_id, record.state.value, "requeue")
+    _requeue(store, record, now)
+    return record
+
+
+def requeue_many(
+    store: MemoryStore, states: frozenset[JobState], queue: str | None, now: datetime
+) -> list[JobRecord]:
+    if not states <= _REQUEUEABLE:
+        wrong = sorted(state.value for state in states - _REQUEUEABLE)
+        raise ValueError(f"only dead, failed or cancelled jobs can be requeued, not {', '.join(wrong)}")
+    records = list(store.in_states(tuple(states), queue))
+    for record in records:
+        _requeue(store, record, now)
+    return records
+
+
+def _requeue(store: MemoryStore, record: JobRecord, now: datetime) -> None:
+    # The attempt count and the errors stay: a requeued dead job gets exactly one more attempt.
+    record.run_at = now
+    record.finished_at = None
+    record.cancel_requested = False
+    record.clear_lease()
+    store.set_state(record, JobState.PENDING, now)
+
+
+def purge(store: MemoryStore, p: PurgeParams) -> int:
+    if JobState.RUNNING in p.states:
+        raise ValueError("running jobs cannot be purged: cancel them first")
+    doomed = list(store.in_states(p.states, p.queue))
+    for record in doomed:
+        store.delete(record)
+    return len(doomed)
+
+
+def prune(store: MemoryStore, p: PruneParams) -> int:
+    """Delete up to ``p.limit`` final jobs finished before the cutoff, the oldest first."""
+    if p.limit <= 0:
+        return 0
+    cutoff = p.finished_before
+    old = [
+        record
+        for record in store.in_states(p.states)
+        if record.finished_at is not None and record.finished_at < cutoff
+    ]
+    old.sort(key=lambda record: (record.finished_at, record.seq))
+    for record in old[: p.limit]:
+        store.delete(record)
+    return min(len(old), p.limit)
+
+
+def promote_due(store: MemoryStore, now: datetime) -> int:
+    due = [
+        record
+        for by_id in store.waiting.values()
+        for record in by_id.values()
+        if record.state is not JobState.PENDING and record.run_at <= now
+    ]
+    for record in due:
+        store.set_state(record, JobState.PENDING, now)
+    return len(due)
+
+
+# -- queues and logs ---------------------------------------------------------------------------------
+
+
+def queue_infos(store: MemoryStore) -> list[QueueInfo]:
+    counts = {name: dict.fromkeys(JobState, 0) for name in store.queues}
+    oldest_pending: dict[str, datetime] = {}
+    for record in store.jobs.values():
+        counts[record.queue][record.state] += 1
+        if record.state is JobState.PENDING:
+            oldest = oldest_pending.get(record.queue)
+            if oldest is None or record.run_at < oldest:
+                oldest_pending[record.queue] = record.run_at
+    return [
+        QueueInfo(name, paused, counts[name], oldest_pending.get(name))
+        for name, paused in sorted(store.queues.items())
+    ]
+
+
+def append_logs(store: MemoryStore, lines: list[LogAppend], now: datetime) -> None:
+    for line in lines:
+        if line.job_id not in store.jobs:
+            # Logs are only ever deleted with their job (prune, purge), so lines of a job that is not
+            # stored would stay forever.
+            continue
+        kept = store.logs.setdefault(line.job_id, [])
+        seq = kept[-1].seq + 1 if kept else 1
+        kept.append(LogLine(line.job_id, line.attempt, seq, line.stream, line.text, now))
+
+
+def read_logs(store: MemoryStore, p: LogParams) -> list[LogLine]:
+    if p.limit <= 0:
+        return []
+    lines = (
+        line
+        for line in store.logs.get(p.job_id, ())
+        if line.seq > p.after_seq and (p.attempt is None or line.attempt == p.attempt)
+    )
+    return list(islice(lines, p.limit))
