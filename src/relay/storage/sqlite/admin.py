@@ -1,0 +1,154 @@
+"""What operators use: get, list, cancel, requeue, purge, logs, queues, workers (rules 10-18).
+
+Each function runs on the connection's thread inside one transaction (a write for the changes, a read
+snapshot for the rest).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from relay.errors import InvalidTransitionError, JobNotFoundError
+from relay.storage.params import JobPage, ListParams, LogParams, PurgeParams, RequeueParams
+from relay.storage.sqlite.rows import (
+    SEQ,
+    dumps,
+    from_us_or_none,
+    job_from_row,
+    log_line_from_row,
+    to_us,
+    worker_from_row,
+    worker_params,
+)
+from relay.storage.sqlite.sql import Q
+from relay.types import Job, JobState, LogLine, QueueInfo, WorkerInfo
+
+_NO_CURSOR = 2**63 - 1  # above every seq: the first page
+
+
+def _json_list_or_none(values: Sequence[str]) -> str | None:
+    """A filter as a JSON array, or None for "no filter" (an empty sequence)."""
+    return dumps([str(v) for v in values]) if values else None
+
+
+# -- jobs ----------------------------------------------------------------------------------------
+
+
+def get_job(conn: sqlite3.Connection, now: datetime, job_id: str) -> Job | None:
+    row = conn.execute(Q["job_get"], {"id": job_id}).fetchone()
+    return None if row is None else job_from_row(row)
+
+
+def list_jobs(conn: sqlite3.Connection, now: datetime, p: ListParams) -> JobPage:
+    """Rule 11. The cursor is the seq of the page's last job, as a decimal string."""
+    if p.limit < 1:
+        raise ValueError(f"limit must be at least 1, not {p.limit}")
+    params = {
+        "before_seq": _parse_cursor(p.cursor),
+        "states": _json_list_or_none(p.states),
+        "queues": _json_list_or_none(p.queues),
+        "kinds": _json_list_or_none(p.kinds),
+        "text": p.text or None,
+        "limit": p.limit + 1,  # one more than a page tells whether another page follows
+    }
+    rows = conn.execute(Q["job_list"], params).fetchall()
+    page = rows[: p.limit]
+    cursor = str(page[-1][SEQ]) if len(rows) > p.limit else None
+    return JobPage([job_from_row(r) for r in page], cursor)
+
+
+def _parse_cursor(cursor: str | None) -> int:
+    if cursor is None:
+        return _NO_CURSOR
+    try:
+        return int(cursor)
+    except ValueError:
+        raise ValueError(f"not a job list cursor: {cursor!r}") from None
+
+
+def cancel_job(conn: sqlite3.Connection, now: datetime, job_id: str) -> Job:
+    """Rule 12."""
+    state = _state_of(conn, job_id)
+    if state in JobState.waiting():
+        query = Q["job_cancel_waiting"]
+    elif state is JobState.RUNNING:
+        query = Q["job_cancel_running"]  # its worker learns at its next heartbeat
+    else:
+        raise InvalidTransitionError(job_id, state.value, "cancel")
+    return job_from_row(conn.execute(query, {"id": job_id, "now": to_us(now)}).fetchone())
+
+
+def requeue_jobs(conn: sqlite3.Connection, now: datetime, p: RequeueParams) -> list[Job]:
+    """Rule 13 (the caller checked that ``p.states`` are requeueable)."""
+    if p.job_id is not None:
+        state = _state_of(conn, p.job_id)
+        if state not in JobState.requeueable():
+            raise InvalidTransitionError(p.job_id, state.value, "requeue")
+        rows = conn.execute(Q["job_requeue_one"], {"id": p.job_id, "now": to_us(now)}).fetchall()
+    else:
+        params = {"states": dumps([str(s) for s in p.states]), "queue": p.queue, "now": to_us(now)}
+        rows = sorted(conn.execute(Q["job_requeue_many"], params).fetchall())  # by seq
+    return [job_from_row(r) for r in rows]
+
+
+def _state_of(conn: sqlite3.Connection, job_id: str) -> JobState:
+    row = conn.execute(Q["job_state"], {"id": job_id}).fetchone()
+    if row is None:
+        raise JobNotFoundError(job_id)
+    return JobState(row[0])
+
+
+def purge_jobs(conn: sqlite3.Connection, now: datetime, p: PurgeParams) -> int:
+    """Rule 14 (the caller refused RUNNING): the logs first, while their jobs can still be found."""
+    params = {"states": dumps([str(s) for s in p.states]), "queue": p.queue}
+    conn.execute(Q["job_purge_logs"], params)
+    return conn.execute(Q["job_purge"], params).rowcount
+
+
+def job_logs(conn: sqlite3.Connection, now: datetime, p: LogParams) -> list[LogLine]:
+    """Rule 15."""
+    params = {"job_id": p.job_id, "attempt": p.attempt, "after_seq": p.after_seq, "limit": p.limit}
+    return [log_line_from_row(r) for r in conn.execute(Q["job_logs"], params)]
+
+
+# -- queues --------------------------------------------------------------------------------------
+
+
+def list_queues(conn: sqlite3.Connection, now: datetime) -> list[QueueInfo]:
+    """Rule 16: the queues, then the counts of all of them in one grouped query."""
+    counts: dict[str, dict[JobState, int]] = {}
+    for queue, state, n in conn.execute(Q["queue_counts"]):
+        counts.setdefault(queue, dict.fromkeys(JobState, 0))[JobState(state)] = n
+    return [
+        QueueInfo(
+            name=name,
+            paused=bool(paused),
+            counts=counts.get(name) or dict.fromkeys(JobState, 0),
+            oldest_pending_at=from_us_or_none(oldest),
+        )
+        for name, paused, oldest in conn.execute(Q["queue_names"]).fetchall()
+    ]
+
+
+def set_paused(conn: sqlite3.Connection, now: datetime, name: str, paused: bool) -> None:
+    """Rule 17: an unknown queue becomes known."""
+    conn.execute(Q["queue_set_paused"], {"name": name, "paused": int(paused)})
+
+
+# -- workers -------------------------------------------------------------------------------------
+
+
+def upsert_worker(conn: sqlite3.Connection, now: datetime, info: WorkerInfo) -> None:
+    params: dict[str, Any] = worker_params(info)
+    conn.execute(Q["worker_upsert"], params)
+
+
+def list_workers(conn: sqlite3.Connection, now: datetime) -> list[WorkerInfo]:
+    return [worker_from_row(r) for r in conn.execute(Q["worker_list"])]
+
+
+def remove_worker(conn: sqlite3.Connection, now: datetime, worker_id: str) -> None:
+    conn.execute(Q["worker_remove"], {"id": worker_id})

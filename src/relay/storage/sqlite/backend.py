@@ -1,0 +1,216 @@
+"""The SQLite backend: Relay's embedded default (``sqlite:///relay.db``), one file, several processes.
+
+Every method hands a small function to the connection's own thread (:mod:`.connection`) and awaits it:
+writes in a ``BEGIN IMMEDIATE`` transaction, reads in one snapshot, "database is locked" retried there.
+The SQL is in ``queries.sql``; the functions in :mod:`.writes`, :mod:`.maintenance` and :mod:`.admin`
+only bind parameters and map rows. Wake-ups are in-process (:class:`LocalNotifier`, shared by every
+instance on the same file in this process); other processes find new jobs by polling.
+
+>>> storage = SQLiteStorage("relay.db")  # doctest: +SKIP
+>>> await storage.open()  # creates the file and its schema  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable, Sequence
+
+from relay.clock import Clock, SystemClock
+from relay.storage.local_notifier import LocalNotifier
+from relay.storage.params import (
+    Capabilities,
+    ClaimParams,
+    FinishItem,
+    FinishResult,
+    HeartbeatItem,
+    HeartbeatResult,
+    InsertResult,
+    JobPage,
+    LeaderParams,
+    ListParams,
+    LogAppend,
+    LogParams,
+    PruneParams,
+    PurgeParams,
+    ReapResult,
+    RequeueParams,
+)
+from relay.storage.sqlite import admin, maintenance, writes
+from relay.storage.sqlite.connection import Database
+from relay.types import Job, JobState, LogLine, NewJob, QueueInfo, WorkerInfo
+
+CAPABILITIES = Capabilities(name="sqlite", multi_process=True, durable=True)
+
+_notifiers: dict[str, LocalNotifier] = {}
+_notifiers_lock = threading.Lock()
+
+
+def _notifier_for(path: str) -> LocalNotifier:
+    """One notifier per file in this process, so a producer's instance wakes a worker's instance."""
+    key = os.path.realpath(path)
+    with _notifiers_lock:
+        return _notifiers.setdefault(key, LocalNotifier())
+
+
+class SQLiteStorage:
+    """The whole :class:`relay.storage.base.Storage` seam on one SQLite file.
+
+    ``busy_timeout`` is how long SQLite itself waits for the write lock in one try; ``retry_deadline`` is
+    how long a busy file is retried in all before :class:`StorageUnavailableError` (seconds both).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        clock: Clock | None = None,
+        *,
+        busy_timeout: float = 1.0,
+        retry_deadline: float = 30.0,
+    ) -> None:
+        self._clock = clock if clock is not None else SystemClock()
+        self._db = Database(path, self._clock, busy_timeout=busy_timeout, retry_deadline=retry_deadline)
+        self._notifier = _notifier_for(path)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return CAPABILITIES
+
+    @property
+    def busy_retries(self) -> int:
+        """How many times a transaction found the file locked past the busy timeout and was retried."""
+        return self._db.busy_retries
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        await self._db.open()
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def migrate(self) -> list[str]:
+        if self._db.is_open:
+            return await self._db.migrate()
+        # Not opened (``relay migrate``): connect just for this, and leave it closed as it was.
+        await self._db.open(migrate_schema=False)
+        try:
+            return await self._db.migrate()
+        finally:
+            await self._db.close()
+
+    # -- producer and worker --------------------------------------------------------------------
+
+    async def job_insert_many(self, jobs: Sequence[NewJob]) -> list[InsertResult]:
+        if not jobs:
+            return []
+        results = await self._db.write(lambda conn, now: writes.insert_jobs(conn, now, jobs))
+        self._wake(r.job.queue for r in results if r.created)
+        return results
+
+    async def job_claim(self, p: ClaimParams) -> list[Job]:
+        if p.limit <= 0 or not p.queues or not p.kinds:
+            return []
+        return await self._db.write(lambda conn, now: writes.claim_jobs(conn, now, p))
+
+    async def job_heartbeat_many(self, items: Sequence[HeartbeatItem]) -> HeartbeatResult:
+        if not items:
+            return HeartbeatResult()
+        return await self._db.write(lambda conn, now: writes.heartbeat_jobs(conn, now, items))
+
+    async def job_finish_many(self, items: Sequence[FinishItem]) -> list[FinishResult]:
+        if not items:
+            return []
+        results, woken = await self._db.write(lambda conn, now: writes.finish_jobs(conn, now, items))
+        self._wake(woken)
+        return results
+
+    async def job_log_append(self, lines: Sequence[LogAppend]) -> None:
+        if lines:
+            await self._db.write(lambda conn, now: writes.append_logs(conn, now, lines))
+
+    # -- maintenance ----------------------------------------------------------------------------
+
+    async def job_reap_expired(self) -> ReapResult:
+        result, woken = await self._db.write(maintenance.reap_expired)
+        self._wake(woken)
+        return result
+
+    async def job_promote_due(self) -> int:
+        queues = await self._db.write(maintenance.promote_due)
+        self._wake(queues)
+        return len(queues)
+
+    async def job_prune(self, p: PruneParams) -> int:
+        if p.limit <= 0 or not p.states:
+            return 0
+        return await self._db.write(lambda conn, now: maintenance.prune(conn, now, p))
+
+    async def leader_elect(self, p: LeaderParams) -> bool:
+        return await self._db.write(lambda conn, now: maintenance.leader_elect(conn, now, p))
+
+    async def leader_resign(self, p: LeaderParams) -> None:
+        await self._db.write(lambda conn, now: maintenance.leader_resign(conn, now, p))
+
+    # -- operators ------------------------------------------------------------------------------
+
+    async def job_get(self, job_id: str) -> Job | None:
+        return await self._db.read(lambda conn, now: admin.get_job(conn, now, job_id))
+
+    async def job_list(self, p: ListParams) -> JobPage:
+        return await self._db.read(lambda conn, now: admin.list_jobs(conn, now, p))
+
+    async def job_cancel(self, job_id: str) -> Job:
+        return await self._db.write(lambda conn, now: admin.cancel_job(conn, now, job_id))
+
+    async def job_requeue(self, p: RequeueParams) -> list[Job]:
+        if p.job_id is None and not set(p.states) <= JobState.requeueable():
+            wrong = sorted(str(s) for s in set(p.states) - JobState.requeueable())
+            raise ValueError(f"only dead, failed or cancelled jobs can be requeued, not {', '.join(wrong)}")
+        jobs = await self._db.write(lambda conn, now: admin.requeue_jobs(conn, now, p))
+        self._wake(job.queue for job in jobs)
+        return jobs
+
+    async def job_purge(self, p: PurgeParams) -> int:
+        if JobState.RUNNING in p.states:
+            raise ValueError("running jobs cannot be purged: cancel them first")
+        if not p.states:
+            return 0
+        return await self._db.write(lambda conn, now: admin.purge_jobs(conn, now, p))
+
+    async def job_logs(self, p: LogParams) -> list[LogLine]:
+        if p.limit <= 0:  # SQLite reads a negative LIMIT as "no limit"
+            return []
+        return await self._db.read(lambda conn, now: admin.job_logs(conn, now, p))
+
+    async def queue_list(self) -> list[QueueInfo]:
+        return await self._db.read(admin.list_queues)
+
+    async def queue_pause(self, name: str) -> None:
+        await self._db.write(lambda conn, now: admin.set_paused(conn, now, name, True))
+
+    async def queue_resume(self, name: str) -> None:
+        await self._db.write(lambda conn, now: admin.set_paused(conn, now, name, False))
+        self._wake([name])  # its waiting jobs may be claimed again
+
+    async def worker_heartbeat(self, info: WorkerInfo) -> None:
+        await self._db.write(lambda conn, now: admin.upsert_worker(conn, now, info))
+
+    async def worker_list(self) -> list[WorkerInfo]:
+        return await self._db.read(admin.list_workers)
+
+    async def worker_remove(self, worker_id: str) -> None:
+        await self._db.write(lambda conn, now: admin.remove_worker(conn, now, worker_id))
+
+    # -- wake-ups -------------------------------------------------------------------------------
+
+    async def notify(self, queues: Sequence[str]) -> None:
+        self._notifier.notify_threadsafe(queues)
+
+    async def wait_for_jobs(self, queues: Sequence[str], timeout: float) -> bool:
+        return await self._notifier.wait_for_jobs(queues, timeout)
+
+    def _wake(self, queues: Iterable[str]) -> None:
+        wanted = list(dict.fromkeys(queues))
+        if wanted:
+            self._notifier.notify_threadsafe(wanted)

@@ -1,0 +1,106 @@
+-- Relay's SQLite schema as it stands after every migration in migrations/ (the reference the
+-- migration test compares against: tests/integration/test_sqlite_migrations.py). Change the schema by
+-- adding a numbered migration AND updating this file; the test fails until both agree.
+--
+-- Times are INTEGER microseconds since the Unix epoch (exact, and they index and compare as integers).
+-- JSON values are TEXT written by orjson. Tables are STRICT, so a wrongly typed bind fails loudly.
+
+-- One row per job. `seq` is the insertion order (claim tie-break, list cursor); `id` is the public id.
+-- The column order is the order relay.storage.sqlite.rows reads `SELECT *` / `RETURNING *` in.
+CREATE TABLE jobs (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    queue TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    max_retries INTEGER NOT NULL,
+    backoff_kind TEXT NOT NULL,
+    backoff_base REAL NOT NULL,
+    backoff_max REAL NOT NULL,
+    timeout REAL,
+    lease REAL NOT NULL,
+    run_at INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    started_at INTEGER,
+    finished_at INTEGER,
+    lease_token TEXT,
+    lease_expires_at INTEGER,
+    worker_id TEXT,
+    cancel_requested INTEGER NOT NULL,
+    progress REAL,
+    idempotency_key TEXT UNIQUE,
+    parent_id TEXT,
+    payload TEXT NOT NULL,
+    on_success TEXT,
+    on_failure TEXT,
+    tags TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    checkpoint TEXT,
+    result TEXT,
+    errors TEXT NOT NULL
+) STRICT;
+
+-- The claim walks this index per queue in claim order (priority DESC, run_at, then rowid = seq, which
+-- every index ends with) and stops after LIMIT rows. It is partial, on pending jobs only: the claim
+-- first turns its queues' due scheduled / failed jobs into pending ones (queries.sql: job_claim), so
+-- no job whose run_at is still to come sits in the walk, and running or finished jobs cost nothing
+-- here. The claim query repeats this WHERE term verbatim: SQLite only uses a partial index then.
+CREATE INDEX jobs_claim ON jobs (queue, priority DESC, run_at) WHERE state = 'pending';
+
+-- Promotion of due scheduled / failed jobs: pending jobs (the bulk) stay out of it.
+CREATE INDEX jobs_due ON jobs (state, run_at) WHERE state IN ('scheduled', 'failed');
+
+-- The reaper: only running jobs, ordered by lease expiry.
+CREATE INDEX jobs_lease ON jobs (lease_expires_at) WHERE state = 'running';
+
+-- Counts by queue and state, the oldest pending job of a queue, list / requeue / purge by queue.
+CREATE INDEX jobs_queue_state ON jobs (queue, state, run_at);
+
+-- Pruning finished jobs by age.
+CREATE INDEX jobs_finished ON jobs (state, finished_at) WHERE finished_at IS NOT NULL;
+
+-- Output lines, numbered per job (`seq` 1, 2, ...) in append order.
+CREATE TABLE job_logs (
+    job_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    stream TEXT NOT NULL,
+    text TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    PRIMARY KEY (job_id, seq)
+) STRICT, WITHOUT ROWID;
+
+-- Every queue that ever held a job or was paused / resumed.
+CREATE TABLE queues (
+    name TEXT PRIMARY KEY,
+    paused INTEGER NOT NULL DEFAULT 0
+) STRICT;
+
+-- Worker processes; `queues` and `running` are JSON arrays of strings.
+CREATE TABLE workers (
+    id TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    queues TEXT NOT NULL,
+    concurrency INTEGER NOT NULL,
+    started_at INTEGER NOT NULL,
+    last_heartbeat_at INTEGER NOT NULL,
+    running TEXT NOT NULL
+) STRICT;
+
+-- One row per leadership name: who holds it, and until when.
+CREATE TABLE leaders (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+) STRICT;
+
+-- Which migrations (file names without .sql) were applied, and when (microseconds since the epoch).
+-- The migrator creates this table itself before reading it (queries.sql: migrations_table).
+CREATE TABLE schema_migrations (
+    name TEXT PRIMARY KEY,
+    applied_at INTEGER NOT NULL
+) STRICT;

@@ -1,0 +1,7 @@
+"""The queries of ``queries.sql``, parsed once at import: ``Q["job_claim"]``."""
+
+from __future__ import annotations
+
+from relay.storage.sql_queries import load_queries
+
+Q = load_queries("relay.storage.sqlite", "queries.sql")
