@@ -82,7 +82,8 @@ def test_enqueue_shell_runs_argv_lists_split_strings_and_explicit_shells(app: Re
 def _stdout(app: Relay, job_id: str) -> list[str]:
     from relay.storage.params import LogParams
 
-    return [line.text for line in app.call(app.storage.job_logs(LogParams(job_id))) if line.stream == "stdout"]
+    lines = app.call(app.storage.job_logs(LogParams(job_id)))
+    return [line.text for line in lines if line.stream == "stdout"]
 
 
 def test_handle_wait_returns_the_result_or_raises_for_a_dead_job(app: Relay) -> None:

@@ -295,7 +295,7 @@ class Worker:
 
     async def _shutdown(self) -> None:
         if self._tasks and not self._hard_stop.is_set():
-            log.info("waiting up to %.0fs for %d running jobs", self.config.grace_period, len(self._tasks))
+            log.info("waiting up to %.1fs for %d running jobs", self.config.grace_period, len(self._tasks))
             hard = asyncio.ensure_future(self._hard_stop.wait())
             all_done = asyncio.ensure_future(asyncio.wait(set(self._tasks)))
             await asyncio.wait(
