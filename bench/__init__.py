@@ -1,0 +1,3 @@
+"""Relay's benchmarks (not tests): throughput and latency per backend. Run with ``make bench``."""
+
+from __future__ import annotations

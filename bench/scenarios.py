@@ -1,0 +1,237 @@
+"""The benchmark scenarios, each run against one storage URL.
+
+- bulk: enqueue N no-op jobs with the bulk API, then start workers on every core and time until the
+  last one completed; verify that N completed, none lost, none run twice.
+- latency: workers running, a producer enqueues one job at a time at a fixed rate; each job measures
+  the time from its enqueue to its start.
+- shell: N shell jobs of /bin/true through Relay, against a plain loop spawning /bin/true N times.
+- scale: the bulk figure again with many finished jobs already stored.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.tasks import BenchApp, make_app
+from relay import Relay
+from relay.storage.params import ClaimParams, FinishItem, ListParams
+from relay.types import JobState, Outcome
+
+ROOT = Path(__file__).resolve().parents[1]
+POLL = 0.02  # seconds between looks at the counts while waiting for the workers
+
+
+@dataclass
+class Result:
+    backend: str
+    scenario: str
+    figures: dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"backend": self.backend, "scenario": self.scenario, **self.figures}
+
+
+@dataclass
+class Workers:
+    """Worker processes on every core, started from the real ``relay worker`` command."""
+
+    url: str
+    processes: int
+    concurrency: int
+    queues: str = "default"
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "RELAY_DATABASE_URL": self.url,
+            "RELAY_POLL_INTERVAL": "0.05",
+            "PYTHONPATH": str(ROOT),
+        }
+        argv = [
+            sys.executable,
+            "-m",
+            "relay",
+            "worker",
+            "--app",
+            "bench.tasks:relay",
+            "--queues",
+            self.queues,
+            "--concurrency",
+            str(self.concurrency),
+        ]
+        self.procs = [
+            subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for _ in range(self.processes)
+        ]
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def wait_for_workers(relay: Relay, n: int, timeout: float = 60) -> None:
+    """Until ``n`` worker processes registered: they are started and polling."""
+    deadline = time.perf_counter() + timeout
+    while len(relay.call(relay.storage.worker_list())) < n:
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"{n} workers did not register within {timeout}s")
+        time.sleep(POLL)
+
+
+def completed(relay: Relay, queue: str = "default") -> int:
+    for info in relay.call(relay.storage.queue_list()):
+        if info.name == queue:
+            return info.counts.get(JobState.COMPLETED, 0)
+    return 0
+
+
+def wait_for_completed(relay: Relay, n: int, timeout: float, queue: str = "default") -> float:
+    """Seconds until ``n`` jobs of ``queue`` completed."""
+    start = time.perf_counter()
+    while completed(relay, queue) < n:
+        if time.perf_counter() - start > timeout:
+            raise TimeoutError(f"only {completed(relay, queue)} of {n} jobs completed in {timeout}s")
+        time.sleep(POLL)
+    return time.perf_counter() - start
+
+
+def all_jobs(relay: Relay, queue: str) -> list[Any]:
+    jobs: list[Any] = []
+    cursor: str | None = None
+    while True:
+        page = relay.call(relay.storage.job_list(ListParams(queues=[queue], limit=1000, cursor=cursor)))
+        jobs.extend(page.jobs)
+        if page.next_cursor is None:
+            return jobs
+        cursor = page.next_cursor
+
+
+def verify_exactly_once(relay: Relay, n: int, queue: str = "default") -> dict[str, int]:
+    jobs = all_jobs(relay, queue)
+    done = [j for j in jobs if j.state is JobState.COMPLETED]
+    twice = [j for j in done if j.attempt != 1]
+    if len(jobs) != n or len(done) != n or twice:
+        raise AssertionError(
+            f"{len(jobs)} jobs stored, {len(done)} completed, {len(twice)} run twice; want {n}"
+        )
+    return {"verified_completed": len(done), "run_twice": len(twice)}
+
+
+def bulk(backend: str, url: str, n: int, processes: int, concurrency: int) -> Result:
+    app = make_app(url)
+    relay = app.relay
+    calls = [app.noop.call() for _ in range(n)]
+    start = time.perf_counter()
+    for i in range(0, n, 10_000):  # one transaction per 10,000 jobs keeps memory flat
+        relay.insert([c.job for c in calls[i : i + 10_000]])
+    enqueue_s = time.perf_counter() - start
+    workers = Workers(url, processes, concurrency)
+    workers.start()
+    try:
+        run_s = wait_for_completed(relay, n, timeout=600)
+    finally:
+        workers.stop()
+    figures = {
+        "jobs": n,
+        "enqueue_jobs_per_s": round(n / enqueue_s),
+        "processed_jobs_per_s": round(n / run_s),
+        "processes": processes,
+        "concurrency": concurrency,
+        **verify_exactly_once(relay, n),
+    }
+    return Result(backend, "bulk", figures)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def latency(backend: str, url: str, rate: float, seconds: float, processes: int) -> Result:
+    app = make_app(url)
+    relay = app.relay
+    workers = Workers(url, processes, concurrency=50, queues="latency")
+    workers.start()
+    try:
+        wait_for_workers(relay, processes)
+        n = int(rate * seconds)
+        start = time.perf_counter()
+        handles = []
+        for i in range(n):
+            target = start + i / rate
+            delay = target - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            handles.append(app.stamp.options(queue="latency").enqueue(time.time()))
+        wait_for_completed(relay, n, timeout=120, queue="latency")
+    finally:
+        workers.stop()
+    waits = [relay.get_job(h.id).result * 1000 for h in handles]
+    figures = {
+        "jobs": n,
+        "rate_per_s": rate,
+        "p50_ms": round(percentile(waits, 0.50), 3),
+        "p95_ms": round(percentile(waits, 0.95), 3),
+        "p99_ms": round(percentile(waits, 0.99), 3),
+        "max_ms": round(max(waits), 3),
+    }
+    return Result(backend, "latency", figures)
+
+
+def shell(backend: str, url: str, n: int, processes: int, concurrency: int) -> Result:
+    start = time.perf_counter()
+    for _ in range(n):
+        subprocess.run(["/bin/true"], check=True)
+    loop_rate = n / (time.perf_counter() - start)
+    relay = make_app(url).relay
+    relay.insert([relay.shell_job(["/bin/true"], queue="shell") for _ in range(n)])
+    workers = Workers(url, processes, concurrency, queues="shell")
+    workers.start()
+    try:
+        run_s = wait_for_completed(relay, n, timeout=600, queue="shell")
+    finally:
+        workers.stop()
+    rate = n / run_s
+    figures = {
+        "jobs": n,
+        "relay_jobs_per_s": round(rate),
+        "plain_loop_spawns_per_s": round(loop_rate),
+        "ratio": round(rate / loop_rate, 3),
+    }
+    return Result(backend, "shell", figures)
+
+
+def prefill_finished(app: BenchApp, n: int, queue: str = "history") -> None:
+    """Store ``n`` completed jobs through the seam itself (insert, claim and finish in batches)."""
+    relay, batch = app.relay, 5_000
+    for i in range(0, n, batch):
+        size = min(batch, n - i)
+        relay.insert([app.noop.options(queue=queue).call().job for _ in range(size)])
+        claimed = relay.call(relay.storage.job_claim(ClaimParams([queue], "prefill", size)))
+        items = [FinishItem(j.id, j.lease_token or "", Outcome.COMPLETED) for j in claimed]
+        relay.call(relay.storage.job_finish_many(items))
+
+
+def scale(backend: str, url: str, n: int, history: int, processes: int, concurrency: int) -> Result:
+    start = time.perf_counter()
+    prefill_finished(make_app(url), history)
+    prefill_s = time.perf_counter() - start
+    result = bulk(backend, url, n, processes, concurrency)
+    result.scenario = "scale"
+    result.figures["history_jobs"] = history
+    result.figures["prefill_s"] = round(prefill_s, 1)
+    return result
