@@ -132,8 +132,8 @@ class Worker:
         side = [
             asyncio.create_task(self._completer.run(side_stop)),
             asyncio.create_task(logs.run(side_stop)),
-            asyncio.create_task(self._listen(side_stop)),
         ]
+        listener = asyncio.create_task(self._listen())
         if self.config.maintenance:
             self.maintenance = MaintenanceRunner(
                 self.storage, self.id, self._services(), self.config.leader_ttl
@@ -149,8 +149,9 @@ class Worker:
             await self._claim_loop()
             await self._shutdown()
         finally:
+            listener.cancel()  # it may be blocked in wait_for_jobs for a whole poll interval
             side_stop.set()
-            await asyncio.gather(*side, return_exceptions=True)
+            await asyncio.gather(listener, *side, return_exceptions=True)
             heartbeater.stop()
             threads.shutdown()
             await self._unregister()
@@ -205,9 +206,9 @@ class Worker:
         except TimeoutError:
             pass
 
-    async def _listen(self, stop: asyncio.Event) -> None:
-        """Turn storage notifications into wake-ups."""
-        while not stop.is_set() and not self._stopping.is_set():
+    async def _listen(self) -> None:
+        """Turn storage notifications into wake-ups (cancelled when the worker stops)."""
+        while not self._stopping.is_set():
             try:
                 if await self.storage.wait_for_jobs(self.config.queues, self.config.poll_interval):
                     self._wake.set()

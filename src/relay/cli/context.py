@@ -1,0 +1,89 @@
+"""What every ``relay`` command shares: the global options, and one lazily opened Relay.
+
+A command that only reads or steers jobs never opens storage before it needs it, and opens it once:
+``state.run(lambda s: s.job_get(job_id))`` runs one storage operation on the Relay's private event
+loop (``Relay.call``). The Relay is closed when the command ends (``call_on_close`` on the root context).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import click
+
+from relay.app import Relay
+from relay.errors import JobNotFoundError, RelayError, StorageUnavailableError
+from relay.settings import Settings
+from relay.storage.base import Storage
+from relay.storage.urls import parse_storage_url
+from relay.types import Job
+
+T = TypeVar("T")
+
+
+@dataclass
+class CliState:
+    """The global options (``relay --database-url … --json …``) and the command's Relay."""
+
+    database_url: str | None = None  # the flag; None lets Settings.from_env read RELAY_DATABASE_URL
+    json: bool = False
+    log_format: str | None = None
+    _relay: Relay | None = field(default=None, repr=False)
+
+    def settings(self, **overrides: Any) -> Settings:
+        return Settings.from_env(database_url=self.database_url, log_format=self.log_format, **overrides)
+
+    def relay(self) -> Relay:
+        """The Relay of this command, opened on first use."""
+        if self._relay is None:
+            relay = Relay(settings=self.settings())
+            click.get_current_context().find_root().call_on_close(relay.close)
+            try:
+                relay.open()
+            except Exception as exc:
+                raise storage_open_error(relay.settings.database_url, exc) from exc
+            self._relay = relay
+        return self._relay
+
+    def run(self, operation: Callable[[Storage], Coroutine[Any, Any, T]]) -> T:
+        """Run one storage operation: ``state.run(lambda s: s.job_get(job_id))``."""
+        relay = self.relay()
+        return cast(T, relay.call(operation(relay.storage)))
+
+    def job(self, job_id: str) -> Job:
+        """The job with this id; an unknown id raises JobNotFoundError ("no job with id 'x'")."""
+        job = self.run(lambda s: s.job_get(job_id))
+        if job is None:
+            raise JobNotFoundError(job_id)
+        return job
+
+
+pass_state = click.make_pass_decorator(CliState, ensure=True)
+
+
+def storage_open_error(url: str, exc: BaseException) -> RelayError:
+    """The error to show when storage cannot be opened: a RelayError stays as it is; anything else
+    (sqlite3's "unable to open database file", a refused connection) becomes StorageUnavailableError,
+    so that the user sees one line that names the URL, and exit code 3."""
+    if isinstance(exc, RelayError):
+        return exc
+    return StorageUnavailableError(f"cannot open {display_url(url)}: {exc}")
+
+
+def display_url(url: str) -> str:
+    """``url`` as it is safe to print: a password is masked; a SQLite file is shown with its full path."""
+    try:
+        parsed = parse_storage_url(url)
+    except RelayError:
+        return url
+    if parsed.scheme == "sqlite" and parsed.path is not None:
+        return f"sqlite:///{Path(parsed.path).resolve()}"
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if at and ":" in credentials:
+        user = credentials.split(":", 1)[0]
+        return f"{scheme}{sep}{user}:***@{host}"
+    return url

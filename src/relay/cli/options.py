@@ -1,0 +1,86 @@
+"""Options several ``relay`` commands share: ``--json``, ``--status``, ``--queues``, ``--log-format``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from relay.cli.context import CliState
+from relay.types import JobState
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+STATE_NAMES = ", ".join(state.value for state in JobState)
+
+
+def _set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.ensure_object(CliState).json = True
+
+
+def json_option(f: F) -> F:
+    """``--json`` on a command: the same as ``relay --json <command>``."""
+    option = click.option(
+        "--json",
+        is_flag=True,
+        expose_value=False,
+        callback=_set_json,
+        help="Print machine-readable JSON on stdout.",
+    )
+    return option(f)
+
+
+def _set_log_format(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.ensure_object(CliState).log_format = value
+
+
+def log_format_option(f: F) -> F:
+    """``--log-format`` on worker/up: the same as ``relay --log-format … worker``."""
+    option = click.option(
+        "--log-format",
+        type=click.Choice(["text", "json"]),
+        expose_value=False,
+        callback=_set_log_format,
+        help="Log lines as text (default) or JSON objects.",
+    )
+    return option(f)
+
+
+def parse_states(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> list[JobState]:
+    """``--status`` values, repeatable and comma-separated (``--status=failed,dead``), each state once;
+    an unknown one is a usage error that lists the valid states."""
+    states: list[JobState] = []
+    for value in values:
+        for part in value.split(","):
+            name = part.strip().lower()
+            try:
+                states.append(JobState(name))
+            except ValueError:
+                raise click.BadParameter(
+                    f"{part.strip()!r} is not a job state; valid states: {STATE_NAMES}", param_hint="--status"
+                ) from None
+    return list(dict.fromkeys(states))
+
+
+def status_option(f: F) -> F:
+    return click.option(
+        "--status",
+        "states",
+        metavar="STATE[,STATE...]",
+        multiple=True,
+        callback=parse_states,
+        help=f"Only jobs in these states ({STATE_NAMES}).",
+    )(f)
+
+
+def split_queues(value: str | None) -> tuple[str, ...] | None:
+    """``a,b`` → ``("a", "b")``; None when not given (the settings decide)."""
+    if value is None:
+        return None
+    queues = tuple(q.strip() for q in value.split(",") if q.strip())
+    if not queues:
+        raise click.BadParameter("name at least one queue", param_hint="--queues")
+    return queues

@@ -1,0 +1,184 @@
+"""``relay worker`` and ``relay up``: run jobs in this process (or N processes under a supervisor).
+
+``--app module:attr`` names the Relay whose tasks the worker runs (``attr`` defaults to ``relay``); the
+current directory is importable, as with ``python -m``. Without it, the worker runs shell jobs and the
+tasks of no module: a task job it cannot resolve goes to the dead-letter queue with TaskNotFoundError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import shlex
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from relay.app import Relay
+from relay.cli.context import CliState, display_url, pass_state, storage_open_error
+from relay.cli.options import log_format_option, split_queues
+from relay.errors import ConfigurationError
+from relay.runtime.events import configure_logging
+from relay.runtime.supervisor import Supervisor
+from relay.storage.urls import DEFAULT_URL
+
+DEFAULT_APP_ATTRIBUTE = "relay"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def worker_options(f: F) -> F:
+    """The options `relay worker` and `relay up` share (shown in this order by --help)."""
+    f = log_format_option(f)
+    f = click.option("--concurrency", type=click.IntRange(min=1), help="Jobs run at once (default: 10).")(f)
+    f = click.option("--queues", metavar="A,B", help="Queues to serve (default: RELAY_QUEUES or default).")(f)
+    return click.option("--app", metavar="MODULE[:ATTR]", help="The Relay whose tasks to run: tasks:relay.")(
+        f
+    )
+
+
+@click.command()
+@worker_options
+@click.option(
+    "--processes", type=click.IntRange(min=1), default=1, show_default=True, help="Worker processes."
+)
+@click.option("--burst", is_flag=True, help="Exit once no job is due, instead of waiting for more.")
+@pass_state
+def worker(
+    state: CliState, app: str | None, queues: str | None, concurrency: int | None, processes: int, burst: bool
+) -> None:
+    """Run jobs from the queues.
+
+    Runs until SIGTERM/SIGINT: running jobs get their grace period to finish, and a second signal
+    releases them back to the queue at once. --processes N runs N worker processes under a
+    supervisor that restarts any that dies."""
+    settings = state.settings(queues=split_queues(queues), concurrency=concurrency)
+    relay = load_app(app, state) if app else Relay(settings=settings)
+    if processes > 1:
+        check_storage(relay)
+        configure_logging(settings.log_format)
+        argv = child_argv(settings.log_format, app, queues, concurrency, burst)
+        env = {**os.environ, "RELAY_DATABASE_URL": relay.settings.database_url}
+        raise click.exceptions.Exit(Supervisor(argv, processes, env=env).run())
+    serve(relay, settings.log_format, queues=split_queues(queues), concurrency=concurrency, burst=burst)
+
+
+@click.command()
+@worker_options
+@pass_state
+def up(state: CliState, app: str | None, queues: str | None, concurrency: int | None) -> None:
+    """Run a worker and maintenance in one process.
+
+    Laptop mode: jobs are kept in sqlite:///relay.db unless configured otherwise."""
+    settings = state.settings(queues=split_queues(queues), concurrency=concurrency)
+    relay = load_app(app, state) if app else Relay(settings=settings)
+    check_storage(relay)
+    click.echo(banner(relay.settings.database_url, split_queues(queues) or relay.settings.queues))
+    serve(relay, settings.log_format, queues=split_queues(queues), concurrency=concurrency)
+
+
+def banner(url: str, queues: tuple[str, ...]) -> str:
+    """The one line `relay up` prints: where the jobs are kept, and how to submit one."""
+    flag = "" if url == DEFAULT_URL else f" --database-url {shlex.quote(url)}"
+    return (
+        f"relay up: serving queues {','.join(queues)} from {display_url(url)}; submit a job with: "
+        f"""relay{flag} submit --type=shell --payload='{{"command": "echo hello"}}'"""
+    )
+
+
+def child_argv(
+    log_format: str, app: str | None, queues: str | None, concurrency: int | None, burst: bool
+) -> list[str]:
+    """The `relay …` arguments of one supervised child: this command, with --processes 1.
+    The database URL travels in the environment, never in argv, where `ps` would show a password."""
+    argv = ["--log-format", log_format, "worker", "--processes", "1"]
+    for flag, value in (("--app", app), ("--queues", queues), ("--concurrency", concurrency)):
+        if value is not None:
+            argv += [flag, str(value)]
+    return [*argv, "--burst"] if burst else argv
+
+
+# -- the app ----------------------------------------------------------------------------------------
+
+
+def load_app(spec: str, state: CliState) -> Relay:
+    """The Relay named by ``module:attr``: importing the module registers its tasks."""
+    module_name, _, attribute = spec.partition(":")
+    attribute = attribute or DEFAULT_APP_ATTRIBUTE
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    module = _import(module_name, spec)
+    value: Any = module
+    for part in attribute.split("."):
+        if not hasattr(value, part):
+            raise ConfigurationError(f"--app {spec}: module {module_name!r} has no attribute {attribute!r}")
+        value = getattr(value, part)
+    if not isinstance(value, Relay):
+        raise ConfigurationError(f"--app {spec}: {attribute} is a {type(value).__name__}, not a relay.Relay")
+    flag_url = state.database_url
+    if flag_url is not None and flag_url != value.settings.database_url:
+        raise ConfigurationError(
+            f"--app {spec} uses {display_url(value.settings.database_url)} "
+            f"but --database-url says {display_url(flag_url)}"
+        )
+    return value
+
+
+def _import(module_name: str, spec: str) -> Any:
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise ConfigurationError(
+                f"--app {spec}: no module named {module_name!r} (from {os.getcwd()})"
+            ) from exc
+        raise ConfigurationError(f"--app {spec}: importing it failed: {_where(exc)}") from exc
+    except Exception as exc:
+        # The user's own module is broken: one line that says what and where, not a wall of frames.
+        raise ConfigurationError(f"--app {spec}: importing it failed: {_where(exc)}") from exc
+
+
+def _where(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    place = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    return f"{type(exc).__name__}: {exc}{place}"
+
+
+# -- running ----------------------------------------------------------------------------------------
+
+
+def check_storage(relay: Relay) -> None:
+    """Open and close the storage once, so that a wrong URL fails here with one line (exit code 3),
+    not in every supervised child, again and again."""
+    asyncio.run(_open_and_close(relay))
+
+
+async def _open_and_close(relay: Relay) -> None:
+    try:
+        await relay.storage.open()
+    except Exception as exc:
+        raise storage_open_error(relay.settings.database_url, exc) from exc
+    finally:
+        await relay.storage.close()
+
+
+def serve(relay: Relay, log_format: str, **overrides: Any) -> None:
+    """Run one worker in this process until it stops; SIGTERM/SIGINT stop it in two phases."""
+    configure_logging(log_format)
+    asyncio.run(_serve(relay, overrides))
+
+
+async def _serve(relay: Relay, overrides: dict[str, Any]) -> None:
+    try:
+        await relay.storage.open()
+    except Exception as exc:
+        raise storage_open_error(relay.settings.database_url, exc) from exc
+    try:
+        worker = relay.worker(**overrides)
+        worker.install_signal_handlers()
+        await worker.run()
+    finally:
+        await relay.storage.close()
