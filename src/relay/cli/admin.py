@@ -44,6 +44,7 @@ def migrate(state: CliState) -> None:
     """Create or upgrade the storage schema.
 
     Prints the migrations it applied."""
+    state.require_local("migrate")
     settings = state.settings()
     applied = asyncio.run(_migrate(storage_from_url(settings.database_url), settings.database_url))
     if state.json:

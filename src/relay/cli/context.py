@@ -7,6 +7,7 @@ loop (``Relay.call``). The Relay is closed when the command ends (``call_on_clos
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ class CliState:
     database_url: str | None = None  # the flag; None lets Settings.from_env read RELAY_DATABASE_URL
     json: bool = False
     log_format: str | None = None
+    server_url: str | None = None  # talk to a Relay server instead of storage (--server / RELAY_SERVER_URL)
     _relay: Relay | None = field(default=None, repr=False)
 
     def settings(self, **overrides: Any) -> Settings:
@@ -39,7 +41,7 @@ class CliState:
     def relay(self) -> Relay:
         """The Relay of this command, opened on first use."""
         if self._relay is None:
-            relay = Relay(settings=self.settings())
+            relay = Relay(settings=self.settings(), storage=self._remote_storage())
             click.get_current_context().find_root().call_on_close(relay.close)
             try:
                 relay.open()
@@ -47,6 +49,23 @@ class CliState:
                 raise storage_open_error(relay.settings.database_url, exc) from exc
             self._relay = relay
         return self._relay
+
+    def _remote_storage(self) -> Storage | None:
+        if not self.server_url:
+            return None
+        from relay.cli.remote import RemoteStorage
+        from relay.client import AsyncRelayClient
+
+        client = AsyncRelayClient(self.server_url, token=os.environ.get("RELAY_TOKEN"))
+        # RemoteStorage has the operators' part of the seam: every command but the workers' needs.
+        return cast(Storage, RemoteStorage(client))
+
+    def require_local(self, command: str) -> None:
+        """Workers and migrations talk to storage itself, never through a server."""
+        if self.server_url:
+            raise click.UsageError(
+                f"relay {command} talks to storage directly: drop --server / RELAY_SERVER_URL"
+            )
 
     def run(self, operation: Callable[[Storage], Coroutine[Any, Any, T]]) -> T:
         """Run one storage operation: ``state.run(lambda s: s.job_get(job_id))``."""

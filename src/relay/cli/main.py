@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import click
 
 from relay import __version__
-from relay.cli import admin, dlq, jobs, submit, worker
+from relay.cli import admin, dlq, jobs, server, submit, worker
 from relay.cli.context import CliState
 from relay.cli.output import error_line
 from relay.errors import ConfigurationError, RelayError, StorageUnavailableError
@@ -36,13 +36,26 @@ _NO_ARGS_IS_HELP: type[click.UsageError] = getattr(click.exceptions, "NoArgsIsHe
     metavar="URL",
     help="Storage URL (default: RELAY_DATABASE_URL, RELAY_DB_DSN, or sqlite:///relay.db).",
 )
+@click.option(
+    "--server",
+    "server_url",
+    metavar="URL",
+    envvar="RELAY_SERVER_URL",
+    help="Talk to a Relay server instead of storage (token: RELAY_TOKEN).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
 @click.option("--log-format", type=click.Choice(["text", "json"]), help="Log format of worker and up.")
 @click.version_option(__version__, prog_name="relay")
 @click.pass_context
-def cli(ctx: click.Context, database_url: str | None, as_json: bool, log_format: str | None) -> None:
+def cli(
+    ctx: click.Context,
+    database_url: str | None,
+    server_url: str | None,
+    as_json: bool,
+    log_format: str | None,
+) -> None:
     """Relay: a job queue and job runner. Submit jobs, run workers, and watch and steer both."""
-    ctx.obj = CliState(database_url=database_url, json=as_json, log_format=log_format)
+    ctx.obj = CliState(database_url=database_url, json=as_json, log_format=log_format, server_url=server_url)
 
 
 cli.add_command(submit.submit)
@@ -58,6 +71,8 @@ cli.add_command(admin.migrate)
 cli.add_command(admin.queue)
 cli.add_command(worker.worker)
 cli.add_command(worker.up)
+cli.add_command(server.server)
+cli.add_command(server.token)
 
 
 def run(argv: Sequence[str] | None = None) -> int:

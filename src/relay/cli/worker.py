@@ -30,6 +30,14 @@ DEFAULT_APP_ATTRIBUTE = "relay"
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def listen_options(f: F) -> F:
+    """Where the HTTP server listens (``relay server`` and ``relay up``)."""
+    f = click.option("--port", type=click.IntRange(0, 65535), help="Port (default: RELAY_PORT or 4000).")(f)
+    return click.option(
+        "--host", help="Listen address (default: RELAY_HOST or 127.0.0.1; beyond loopback needs a JWT key)."
+    )(f)
+
+
 def worker_options(f: F) -> F:
     """The options `relay worker` and `relay up` share (shown in this order by --help)."""
     f = log_format_option(f)
@@ -55,6 +63,7 @@ def worker(
     Runs until SIGTERM/SIGINT: running jobs get their grace period to finish, and a second signal
     releases them back to the queue at once. --processes N runs N worker processes under a
     supervisor that restarts any that dies."""
+    state.require_local("worker")
     settings = state.settings(queues=split_queues(queues), concurrency=concurrency)
     relay = load_app(app, state) if app else Relay(settings=settings)
     if processes > 1:
@@ -68,23 +77,68 @@ def worker(
 
 @click.command()
 @worker_options
+@listen_options
 @pass_state
-def up(state: CliState, app: str | None, queues: str | None, concurrency: int | None) -> None:
-    """Run a worker and maintenance in one process.
+def up(
+    state: CliState,
+    app: str | None,
+    queues: str | None,
+    concurrency: int | None,
+    host: str | None,
+    port: int | None,
+) -> None:
+    """Run a worker, maintenance and the HTTP API with its dashboard in one process.
 
     Laptop mode: jobs are kept in sqlite:///relay.db unless configured otherwise."""
+    from relay.server import ServerSettings
+
+    state.require_local("up")
     settings = state.settings(queues=split_queues(queues), concurrency=concurrency)
     relay = load_app(app, state) if app else Relay(settings=settings)
+    # The worker runs maintenance already; the server need not take part in the election too.
+    server_settings = ServerSettings.from_env(host=host, port=port, maintenance=False).check()
     check_storage(relay)
-    click.echo(banner(relay.settings.database_url, split_queues(queues) or relay.settings.queues))
-    serve(relay, settings.log_format, queues=split_queues(queues), concurrency=concurrency)
+    click.echo(
+        banner(
+            relay.settings.database_url,
+            split_queues(queues) or relay.settings.queues,
+            f"http://{server_settings.host}:{server_settings.port}",
+        )
+    )
+    configure_logging(settings.log_format)
+    overrides = {"queues": split_queues(queues), "concurrency": concurrency}
+    asyncio.run(_up(relay, server_settings, overrides))
 
 
-def banner(url: str, queues: tuple[str, ...]) -> str:
-    """The one line `relay up` prints: where the jobs are kept, and how to submit one."""
+async def _up(relay: Relay, server_settings: Any, overrides: dict[str, Any]) -> None:
+    from relay.server import serve_async
+
+    try:
+        await relay.storage.open()
+    except Exception as exc:
+        raise storage_open_error(relay.settings.database_url, exc) from exc
+    worker = relay.worker(**overrides)
+    worker.install_signal_handlers()
+    stop = asyncio.Event()
+    server = asyncio.create_task(serve_async(relay, server_settings, stop=stop))
+    working = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait({server, working}, return_when=asyncio.FIRST_COMPLETED)
+        if server.done():  # it could not start (the port is taken, say): stop the worker too
+            worker.request_stop()
+        await working
+    finally:
+        stop.set()
+        await server  # re-raises the server's ConfigurationError, if any
+        await relay.storage.close()
+
+
+def banner(url: str, queues: tuple[str, ...], api: str) -> str:
+    """What `relay up` prints: where the jobs are kept, where to look, and how to submit one."""
     flag = "" if url == DEFAULT_URL else f" --database-url {shlex.quote(url)}"
     return (
-        f"relay up: serving queues {','.join(queues)} from {display_url(url)}; submit a job with: "
+        f"relay up: serving queues {','.join(queues)} from {display_url(url)}; dashboard and API at {api}\n"
+        f"submit a job with: "
         f"""relay{flag} submit --type=shell --payload='{{"command": "echo hello"}}'"""
     )
 

@@ -104,7 +104,7 @@ UtcDateTime = Annotated[
     BeforeValidator(_utc_datetime),
     WithJsonSchema({"type": "string", "format": "date-time", "description": "ISO 8601; no offset means UTC"}),
 ]
-Name255 = Annotated[str, Field(min_length=1, max_length=255)]
+Name255 = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_no_nul)]
 
 
 class _Strict(BaseModel):

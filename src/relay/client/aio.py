@@ -1,0 +1,118 @@
+"""The HTTP client, asynchronous: :class:`AsyncRelayClient`. See :mod:`relay.client` for an example."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+
+from relay.client import calls
+from relay.client.base import DEFAULT_TIMEOUT, client_options, response_body, unreachable
+from relay.client.calls import Call, Enqueued, Page
+from relay.types import Job, LogLine, QueueInfo, WorkerInfo
+
+T = TypeVar("T")
+
+
+class AsyncRelayClient:
+    """Talks to a Relay server over HTTP; every failure raises a :class:`relay.errors.RelayError`."""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        token: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url, headers = client_options(base_url, token)
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, headers=headers, timeout=timeout, transport=transport
+        )
+
+    async def __aenter__(self) -> AsyncRelayClient:
+        return self
+
+    async def __aexit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def send(self, call: Call[T]) -> T:
+        try:
+            response = await self._http.request(
+                call.method,
+                call.path,
+                params=tuple(call.params),
+                json=call.json if call.has_body else None,
+            )
+        except httpx.TransportError as exc:
+            raise unreachable(self.base_url, exc) from exc
+        return calls.result(call, response.status_code, response_body(response))
+
+    async def enqueue(self, document: Mapping[str, Any]) -> Enqueued:
+        return await self.send(calls.enqueue(document))
+
+    async def enqueue_many(self, documents: Iterable[Mapping[str, Any]]) -> list[Enqueued]:
+        return await self.send(calls.enqueue_many(documents))
+
+    async def get(self, job_id: str) -> Job:
+        return await self.send(calls.get(job_id))
+
+    async def list_jobs(
+        self,
+        *,
+        states: Sequence[str] = (),
+        queues: Sequence[str] = (),
+        kinds: Sequence[str] = (),
+        text: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page:
+        call = calls.list_jobs(
+            states=states, queues=queues, kinds=kinds, text=text, limit=limit, cursor=cursor
+        )
+        return await self.send(call)
+
+    async def logs(
+        self, job_id: str, *, attempt: int | None = None, after_seq: int = 0, limit: int = 10_000
+    ) -> list[LogLine]:
+        return await self.send(calls.logs(job_id, attempt=attempt, after_seq=after_seq, limit=limit))
+
+    async def cancel(self, job_id: str) -> Job:
+        return await self.send(calls.cancel(job_id))
+
+    async def retry(self, job_id: str) -> Job:
+        return await self.send(calls.retry(job_id))
+
+    async def dlq_list(
+        self, *, queues: Sequence[str] = (), limit: int = 50, cursor: str | None = None
+    ) -> Page:
+        return await self.send(calls.dlq_list(queues=queues, limit=limit, cursor=cursor))
+
+    async def dlq_requeue(self, job_id: str) -> Job:
+        return await self.send(calls.dlq_requeue(job_id))
+
+    async def dlq_requeue_all(self, queue: str | None = None) -> list[str]:
+        return await self.send(calls.dlq_requeue_all(queue))
+
+    async def dlq_purge(self, queue: str | None = None) -> int:
+        return await self.send(calls.dlq_purge(queue))
+
+    async def queues(self) -> list[QueueInfo]:
+        return await self.send(calls.queues())
+
+    async def pause_queue(self, name: str) -> None:
+        await self.send(calls.pause_queue(name))
+
+    async def resume_queue(self, name: str) -> None:
+        await self.send(calls.resume_queue(name))
+
+    async def workers(self) -> list[WorkerInfo]:
+        return await self.send(calls.workers())
+
+    async def ready(self) -> bool:
+        return await self.send(calls.ready())

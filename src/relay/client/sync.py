@@ -1,0 +1,116 @@
+"""The HTTP client, synchronous: :class:`RelayClient`. See :mod:`relay.client` for an example."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+
+from relay.client import calls
+from relay.client.base import DEFAULT_TIMEOUT, client_options, response_body, unreachable
+from relay.client.calls import Call, Enqueued, Page
+from relay.types import Job, LogLine, QueueInfo, WorkerInfo
+
+T = TypeVar("T")
+
+
+class RelayClient:
+    """Talks to a Relay server over HTTP; every failure raises a :class:`relay.errors.RelayError`."""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        token: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url, headers = client_options(base_url, token)
+        self._http = httpx.Client(
+            base_url=self.base_url, headers=headers, timeout=timeout, transport=transport
+        )
+
+    def __enter__(self) -> RelayClient:
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def send(self, call: Call[T]) -> T:
+        try:
+            response = self._http.request(
+                call.method,
+                call.path,
+                params=tuple(call.params),
+                json=call.json if call.has_body else None,
+            )
+        except httpx.TransportError as exc:
+            raise unreachable(self.base_url, exc) from exc
+        return calls.result(call, response.status_code, response_body(response))
+
+    def enqueue(self, document: Mapping[str, Any]) -> Enqueued:
+        return self.send(calls.enqueue(document))
+
+    def enqueue_many(self, documents: Iterable[Mapping[str, Any]]) -> list[Enqueued]:
+        return self.send(calls.enqueue_many(documents))
+
+    def get(self, job_id: str) -> Job:
+        return self.send(calls.get(job_id))
+
+    def list_jobs(
+        self,
+        *,
+        states: Sequence[str] = (),
+        queues: Sequence[str] = (),
+        kinds: Sequence[str] = (),
+        text: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page:
+        call = calls.list_jobs(
+            states=states, queues=queues, kinds=kinds, text=text, limit=limit, cursor=cursor
+        )
+        return self.send(call)
+
+    def logs(
+        self, job_id: str, *, attempt: int | None = None, after_seq: int = 0, limit: int = 10_000
+    ) -> list[LogLine]:
+        return self.send(calls.logs(job_id, attempt=attempt, after_seq=after_seq, limit=limit))
+
+    def cancel(self, job_id: str) -> Job:
+        return self.send(calls.cancel(job_id))
+
+    def retry(self, job_id: str) -> Job:
+        return self.send(calls.retry(job_id))
+
+    def dlq_list(self, *, queues: Sequence[str] = (), limit: int = 50, cursor: str | None = None) -> Page:
+        return self.send(calls.dlq_list(queues=queues, limit=limit, cursor=cursor))
+
+    def dlq_requeue(self, job_id: str) -> Job:
+        return self.send(calls.dlq_requeue(job_id))
+
+    def dlq_requeue_all(self, queue: str | None = None) -> list[str]:
+        return self.send(calls.dlq_requeue_all(queue))
+
+    def dlq_purge(self, queue: str | None = None) -> int:
+        return self.send(calls.dlq_purge(queue))
+
+    def queues(self) -> list[QueueInfo]:
+        return self.send(calls.queues())
+
+    def pause_queue(self, name: str) -> None:
+        self.send(calls.pause_queue(name))
+
+    def resume_queue(self, name: str) -> None:
+        self.send(calls.resume_queue(name))
+
+    def workers(self) -> list[WorkerInfo]:
+        return self.send(calls.workers())
+
+    def ready(self) -> bool:
+        return self.send(calls.ready())

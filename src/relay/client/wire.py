@@ -1,0 +1,171 @@
+"""The JSON form of Relay's records on the HTTP API, both ways: the server encodes, the client decodes.
+
+One module for both sides, so that they cannot drift apart. It imports nothing of Relay but
+:mod:`relay.types` (the HTTP client must run with nothing else).
+
+A job is every field of :class:`relay.types.Job` except ``lease_token`` (the fence of the worker that
+holds the job: an operator never needs it, and must not be able to forge a worker's writes with it).
+Datetimes are ISO 8601 strings; chained jobs (``on_success`` / ``on_failure``) are in the canonical form
+of :meth:`relay.types.NewJob.to_json`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from relay.types import (
+    JSON,
+    AttemptError,
+    Backoff,
+    BackoffKind,
+    Job,
+    JobKind,
+    JobState,
+    LogLine,
+    NewJob,
+    QueueInfo,
+    WorkerInfo,
+)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _time(value: Any) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def _chain(value: NewJob | None) -> dict[str, JSON] | None:
+    return None if value is None else value.to_json()
+
+
+def job_to_json(job: Job) -> dict[str, JSON]:
+    return {
+        "id": job.id,
+        "queue": job.queue,
+        "kind": job.kind.value,
+        "payload": job.payload,
+        "state": job.state.value,
+        "priority": job.priority,
+        "attempt": job.attempt,
+        "max_retries": job.max_retries,
+        "backoff": {"kind": job.backoff.kind.value, "base": job.backoff.base, "max": job.backoff.max},
+        "timeout": job.timeout,
+        "lease": job.lease,
+        "run_at": _iso(job.run_at),
+        "created_at": _iso(job.created_at),
+        "updated_at": _iso(job.updated_at),
+        "idempotency_key": job.idempotency_key,
+        "on_success": _chain(job.on_success),
+        "on_failure": _chain(job.on_failure),
+        "tags": list(job.tags),
+        "metadata": job.metadata,
+        "started_at": _iso(job.started_at),
+        "finished_at": _iso(job.finished_at),
+        "lease_expires_at": _iso(job.lease_expires_at),
+        "worker_id": job.worker_id,
+        "cancel_requested": job.cancel_requested,
+        "progress": job.progress,
+        "checkpoint": job.checkpoint,
+        "result": job.result,
+        "errors": [error.to_json() for error in job.errors],
+        "parent_id": job.parent_id,
+    }
+
+
+def job_from_json(d: dict[str, Any]) -> Job:
+    backoff = d["backoff"]
+    return Job(
+        id=d["id"],
+        queue=d["queue"],
+        kind=JobKind(d["kind"]),
+        payload=d.get("payload"),
+        state=JobState(d["state"]),
+        priority=d["priority"],
+        attempt=d["attempt"],
+        max_retries=d["max_retries"],
+        backoff=Backoff(BackoffKind(backoff["kind"]), backoff["base"], backoff["max"]),
+        timeout=d.get("timeout"),
+        lease=d["lease"],
+        run_at=datetime.fromisoformat(d["run_at"]),
+        created_at=datetime.fromisoformat(d["created_at"]),
+        updated_at=datetime.fromisoformat(d["updated_at"]),
+        idempotency_key=d.get("idempotency_key"),
+        on_success=NewJob.from_json(d["on_success"]) if d.get("on_success") else None,
+        on_failure=NewJob.from_json(d["on_failure"]) if d.get("on_failure") else None,
+        tags=tuple(d.get("tags") or ()),
+        metadata=d.get("metadata") or {},
+        started_at=_time(d.get("started_at")),
+        finished_at=_time(d.get("finished_at")),
+        lease_expires_at=_time(d.get("lease_expires_at")),
+        worker_id=d.get("worker_id"),
+        cancel_requested=bool(d.get("cancel_requested")),
+        progress=d.get("progress"),
+        checkpoint=d.get("checkpoint"),
+        result=d.get("result"),
+        errors=tuple(AttemptError.from_json(e) for e in d.get("errors") or ()),
+        parent_id=d.get("parent_id"),
+    )
+
+
+def log_line_to_json(line: LogLine) -> dict[str, JSON]:
+    return {
+        "job_id": line.job_id,
+        "attempt": line.attempt,
+        "seq": line.seq,
+        "stream": line.stream,
+        "text": line.text,
+        "at": line.at.isoformat(),
+    }
+
+
+def log_line_from_json(d: dict[str, Any]) -> LogLine:
+    return LogLine(
+        d["job_id"], d["attempt"], d["seq"], d["stream"], d["text"], datetime.fromisoformat(d["at"])
+    )
+
+
+def queue_to_json(queue: QueueInfo, now: datetime) -> dict[str, JSON]:
+    oldest = queue.oldest_pending_at
+    return {
+        "name": queue.name,
+        "paused": queue.paused,
+        "counts": {state.value: queue.counts.get(state, 0) for state in JobState},
+        "oldest_pending_at": _iso(oldest),
+        # Never negative: a job due "in the future" by clock skew has not waited at all.
+        "oldest_pending_age_seconds": None if oldest is None else max(0.0, (now - oldest).total_seconds()),
+    }
+
+
+def queue_from_json(d: dict[str, Any]) -> QueueInfo:
+    counts = {JobState(state): int(n) for state, n in (d.get("counts") or {}).items()}
+    return QueueInfo(d["name"], bool(d["paused"]), counts, _time(d.get("oldest_pending_at")))
+
+
+def worker_to_json(worker: WorkerInfo) -> dict[str, JSON]:
+    return {
+        "id": worker.id,
+        "host": worker.host,
+        "pid": worker.pid,
+        "queues": list(worker.queues),
+        "concurrency": worker.concurrency,
+        "started_at": worker.started_at.isoformat(),
+        "last_heartbeat_at": worker.last_heartbeat_at.isoformat(),
+        "running": list(worker.running),
+        "running_count": len(worker.running),
+    }
+
+
+def worker_from_json(d: dict[str, Any]) -> WorkerInfo:
+    return WorkerInfo(
+        id=d["id"],
+        host=d["host"],
+        pid=d["pid"],
+        queues=tuple(d["queues"]),
+        concurrency=d["concurrency"],
+        started_at=datetime.fromisoformat(d["started_at"]),
+        last_heartbeat_at=datetime.fromisoformat(d["last_heartbeat_at"]),
+        running=tuple(d.get("running") or ()),
+    )

@@ -1,0 +1,202 @@
+"""The shapes of the API's responses, as pydantic models: they exist for the OpenAPI document.
+
+Handlers build their JSON with :mod:`relay.client.wire` (the codec the client reads back) and declare
+these models as the responses' schemas; the schemathesis test checks that the two agree.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from relay.types import BackoffKind, JobKind, JobState
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="stable and machine-readable: invalid_job, not_found, forbidden, ...")
+    message: str
+    field: str | None = Field(description="the dotted path of the offending field, if there is one")
+    detail: dict[str, Any] | None = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class BackoffOut(BaseModel):
+    kind: BackoffKind
+    base: float
+    max: float
+
+
+class AttemptErrorOut(BaseModel):
+    attempt: int
+    type: str
+    message: str
+    at: datetime
+    traceback: str | None
+    exit_code: int | None
+    stderr_tail: str | None
+
+
+class ChainedJob(BaseModel):
+    """A job enqueued by an outcome (on_success / on_failure), in its canonical stored form."""
+
+    kind: JobKind
+    payload: Any
+    queue: str
+    id: str | None
+    priority: int
+    run_at: datetime | None
+    delay: float
+    max_retries: int
+    backoff: BackoffOut
+    timeout: float | None
+    lease: float
+    idempotency_key: str | None
+    on_success: ChainedJob | None
+    on_failure: ChainedJob | None
+    tags: list[str]
+    metadata: dict[str, Any]
+    checkpoint: Any
+
+
+class JobOut(BaseModel):
+    id: str
+    queue: str
+    kind: JobKind
+    payload: Any
+    state: JobState
+    priority: int
+    attempt: int = Field(description="attempts so far: 0 until first claimed")
+    max_retries: int
+    backoff: BackoffOut
+    timeout: float | None
+    lease: float = Field(description="the heartbeat window, seconds")
+    run_at: datetime
+    created_at: datetime
+    updated_at: datetime
+    idempotency_key: str | None
+    on_success: ChainedJob | None
+    on_failure: ChainedJob | None
+    tags: list[str]
+    metadata: dict[str, Any]
+    started_at: datetime | None
+    finished_at: datetime | None
+    lease_expires_at: datetime | None
+    worker_id: str | None
+    cancel_requested: bool
+    progress: float | None
+    checkpoint: Any
+    result: Any
+    errors: list[AttemptErrorOut]
+    parent_id: str | None
+
+
+class EnqueuedOut(BaseModel):
+    created: bool = Field(description="false when the idempotency key returned an existing job")
+    job: JobOut
+
+
+class BatchItemOut(BaseModel):
+    created: bool
+    job: JobOut | None = Field(description="null when this document's idempotency key conflicts")
+    error: ErrorDetail | None
+
+
+class BatchOut(BaseModel):
+    jobs: list[BatchItemOut]
+
+
+class JobPageOut(BaseModel):
+    jobs: list[JobOut]
+    next_cursor: str | None = Field(description="pass as cursor for the next page; null on the last")
+
+
+class LogLineOut(BaseModel):
+    job_id: str
+    attempt: int
+    seq: int
+    stream: str
+    text: str
+    at: datetime
+
+
+class LogsOut(BaseModel):
+    lines: list[LogLineOut]
+    last_seq: int = Field(description="pass as after_seq to get only newer lines")
+
+
+class QueueOut(BaseModel):
+    name: str
+    paused: bool
+    counts: dict[str, int] = Field(description="jobs by state; every state is present")
+    oldest_pending_at: datetime | None
+    oldest_pending_age_seconds: float | None
+
+
+class QueuesOut(BaseModel):
+    queues: list[QueueOut]
+
+
+class QueueStateOut(BaseModel):
+    name: str
+    paused: bool
+
+
+class WorkerOut(BaseModel):
+    id: str
+    host: str
+    pid: int
+    queues: list[str]
+    concurrency: int
+    started_at: datetime
+    last_heartbeat_at: datetime
+    running: list[str]
+    running_count: int
+
+
+class WorkersOut(BaseModel):
+    workers: list[WorkerOut]
+
+
+class RequeuedOut(BaseModel):
+    requeued: int
+    jobs: list[str]
+
+
+class PurgedOut(BaseModel):
+    purged: int
+
+
+class StatusOut(BaseModel):
+    status: str
+
+
+def responses(success: dict[int, Any], *errors: int) -> dict[int | str, dict[str, Any]]:
+    """An operation's responses for its OpenAPI entry: ``success`` maps a status to a model, a
+    description, or a whole response object; ``errors`` are the error statuses it can answer."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for status, value in success.items():
+        if isinstance(value, type) and issubclass(value, BaseModel):
+            out[status] = {"model": value, "description": "success"}
+        else:
+            out[status] = {"description": value} if isinstance(value, str) else value
+    for status in errors:
+        out[status] = {"model": ErrorBody, "description": _ERROR_TEXT.get(status, "error")}
+    return out
+
+
+_ERROR_TEXT = {
+    400: "the body is not JSON",
+    401: "no valid bearer token",
+    403: "the token lacks the scope",
+    404: "no such job",
+    409: "conflict with the job's state, its id or its idempotency key",
+    413: "the body (or the batch) is too large",
+    422: "invalid input; field names it",
+    429: "storage unavailable: retry later",
+    503: "storage unavailable",
+}
