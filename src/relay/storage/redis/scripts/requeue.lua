@@ -1,0 +1,61 @@
+-- requeue.lua: job_requeue (semantics.md rule 13): dead / failed / cancelled jobs back to pending.
+--
+-- Keys: P:job:<id>, P:queues (every known queue, for a bulk requeue without a queue),
+--   P:idx:<state>:<queue>, P:finished:<state> or P:waiting:<kind>:<queue>, P:ready:<kind>:<queue>;
+--   publishes on P:wake.
+-- ARGV[2]  job id, or '' for a bulk requeue
+-- ARGV[3]  bulk: the queue, or '' for every queue
+-- ARGV[4…] bulk: states (count-prefixed; the caller checked they are requeueable)
+-- Returns {'missing'}, {'invalid', state}, or {'ok', HGETALL...} of the requeued jobs by seq.
+-- The attempt count and the errors stay: a requeued dead job gets exactly one more attempt.
+-- One call requeues every matching job (it returns them all): millions at once would hold Redis for
+-- seconds.
+
+local REQUEUEABLE = {dead = true, failed = true, cancelled = true}
+
+-- Ids of the jobs in `states` (a list) of `queues` (a list; empty: every known queue), by seq.
+local function jobs_in(states, queues)
+  if #queues == 0 then
+    queues = redis.call('HKEYS', key('queues'))
+  end
+  local found = {}
+  for _, queue in ipairs(queues) do
+    for _, state in ipairs(states) do
+      local members = redis.call('ZRANGE', key('idx', state, queue), 0, -1, 'WITHSCORES')
+      for x = 1, #members, 2 do
+        found[#found + 1] = {id = members[x], seq = tonumber(members[x + 1])}
+      end
+    end
+  end
+  table.sort(found, function(a, b) return a.seq < b.seq end)
+  return found
+end
+
+local targets
+if ARGV[2] ~= '' then
+  local j = load(ARGV[2])
+  if not j then
+    return {'missing'}
+  elseif not REQUEUEABLE[j.state] then
+    return {'invalid', j.state}
+  end
+  targets = {{id = j.id}}
+else
+  targets = jobs_in(argv_list(4), ARGV[3] ~= '' and {ARGV[3]} or {})
+end
+
+local out, woken = {'ok'}, {}
+for _, target in ipairs(targets) do
+  local j = load(target.id)
+  unindex(j)
+  redis.call('HDEL', key('job', j.id), 'finished_at', 'lease_token', 'lease_expires_at')
+  j.state = 'pending'
+  j.run_at = NOW
+  j.finished_at = nil
+  j.lease_expires_at = nil
+  store(j, {'cancel_requested', '0'})
+  woken[j.queue] = true
+  out[#out + 1] = redis.call('HGETALL', key('job', j.id))
+end
+publish(woken, '')
+return out

@@ -1,0 +1,92 @@
+"""The hot path on Redis: insert, claim, heartbeat, finish, log append (semantics.md rules 1 to 5).
+
+Each function is one script call (see ``scripts/*.lua``): arguments packed here, the reply decoded
+here. They run on the backend's private loop, inside :func:`relay.storage.redis.session.run`, which may
+call them again after a dropped connection: so everything random (ids, batch tokens) is chosen by the
+caller before, and stays the same on a second try.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+
+from relay.errors import DuplicateJobError
+from relay.storage.params import (
+    ClaimParams,
+    FinishResult,
+    HeartbeatItem,
+    HeartbeatResult,
+    InsertResult,
+    LogAppend,
+)
+from relay.storage.redis.codec import encode_json, inserted_hash, job_from_flat, job_from_hash
+from relay.storage.redis.session import Session
+from relay.types import Job, JobState
+
+#: One finish item as finish.lua reads it: id, token, outcome, result, error, delay µs, retryable.
+FinishArgs = tuple[str, str, str, str, str, str, str]
+
+_EXTENDED, _CANCEL_REQUESTED = 1, 2
+
+
+async def insert(s: Session, packed: Sequence[list[str]], batch: str) -> list[InsertResult]:
+    """Rule 1: ``packed`` jobs (``codec.pack_new_job``, ids chosen) in one all-or-nothing call."""
+    reply = await s.scripts.insert_many(s.now(), s.origin, batch, packed)
+    if reply[0] == b"dup":
+        raise DuplicateJobError(reply[1].decode())
+    now = reply[1]
+    results = []
+    for job, result in zip(packed, reply[2:], strict=True):
+        if result[0] == b"new":
+            _, seq, state, run_at = result
+            h = inserted_hash(job, seq=seq, state=state, run_at=run_at, now=now, batch=batch)
+            results.append(InsertResult(job_from_hash(h), created=True))
+        else:
+            results.append(InsertResult(job_from_flat(result[2]), created=result[1] == 1))
+    return results
+
+
+async def claim(s: Session, p: ClaimParams) -> list[Job]:
+    """Rule 2: one call; the lease tokens are a fresh random base plus each job's position."""
+    token_base = secrets.token_hex(12)
+    queues = list(dict.fromkeys(p.queues))
+    kinds = [str(kind) for kind in dict.fromkeys(p.kinds)]
+    reply = await s.scripts.claim(s.now(), p.worker_id, p.limit, token_base, queues, kinds)
+    return [job_from_flat(flat) for flat in reply]
+
+
+def heartbeat_args(item: HeartbeatItem) -> tuple[str, str, str, str, str]:
+    """Encoded before anything is sent, so that a bad checkpoint changes nothing."""
+    save = item.save_checkpoint or item.checkpoint is not None
+    return (
+        item.job_id,
+        item.lease_token,
+        "" if item.progress is None else str(float(item.progress)),
+        "1" if save else "0",
+        encode_json(item.checkpoint, "checkpoint") if save else "",
+    )
+
+
+async def heartbeat(s: Session, items: Sequence[tuple[str, str, str, str, str]]) -> HeartbeatResult:
+    """Rule 3."""
+    codes = await s.scripts.heartbeat(s.now(), items)
+    extended = {item[0] for item, code in zip(items, codes, strict=True) if code >= _EXTENDED}
+    lost = {item[0] for item, code in zip(items, codes, strict=True) if code < _EXTENDED}
+    cancel = {item[0] for item, code in zip(items, codes, strict=True) if code == _CANCEL_REQUESTED}
+    return HeartbeatResult(frozenset(extended), frozenset(lost), frozenset(cancel))
+
+
+async def finish(s: Session, items: Sequence[FinishArgs]) -> list[FinishResult]:
+    """Rule 4: the whole batch in one call; '' from the script means the lease was lost."""
+    states = await s.scripts.finish(s.now(), items)
+    return [
+        FinishResult(item[0], JobState(state.decode()) if state else None)
+        for item, state in zip(items, states, strict=True)
+    ]
+
+
+async def log_append(s: Session, lines: Sequence[LogAppend]) -> None:
+    """Rule 5."""
+    args = [(ln.job_id, str(int(ln.attempt)), ln.stream, ln.text) for ln in lines]
+    await s.scripts.log_append(s.now(), s.options.log_max_lines, args)
