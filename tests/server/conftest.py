@@ -9,6 +9,7 @@ import pytest
 
 from relay.app import Relay
 from relay.settings import Settings
+from servers.redis import redis_server
 
 
 @pytest.fixture
@@ -24,3 +25,6 @@ def relay(tmp_path: Path) -> Iterator[Relay]:
     app = Relay(settings=settings)
     yield app
     app.close()
+
+
+__all__ = ["redis_server"]  # the session fixture, for the tests that need a real Redis

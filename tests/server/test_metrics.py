@@ -89,3 +89,18 @@ async def test_health_and_readiness(relay: Relay) -> None:
         ready = await api.get("/readyz")
         assert ready.status_code == 503
         assert ready.json()["error"]["code"] == "storage_unavailable"
+
+
+async def test_readiness_on_redis_says_what_its_settings_can_lose(redis_server: object) -> None:
+    from servers.redis import RedisTestServer
+
+    assert isinstance(redis_server, RedisTestServer)
+    relay = Relay(f"{redis_server.url}?prefix=readyz-test")
+    try:
+        async with api_client(relay) as api:
+            body = (await api.get("/readyz")).json()
+        assert body["status"] == "ready"
+        assert set(body["durability"]) >= {"durable", "summary", "settings"}
+        assert body["durability"]["settings"]["appendonly"] == "yes"  # the test server runs with AOF
+    finally:
+        relay.close()

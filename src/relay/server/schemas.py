@@ -175,6 +175,13 @@ class StatusOut(BaseModel):
     status: str
 
 
+class ReadyOut(BaseModel):
+    status: str
+    durability: dict[str, Any] | None = Field(
+        None, description="what the storage can lose with its settings (Redis: persistence, eviction)"
+    )
+
+
 def responses(success: dict[int, Any], *errors: int) -> dict[int | str, dict[str, Any]]:
     """An operation's responses for its OpenAPI entry: ``success`` maps a status to a model, a
     description, or a whole response object; ``errors`` are the error statuses it can answer."""

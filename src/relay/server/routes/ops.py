@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from relay.server.auth import require_all
 from relay.server.errors import ApiError, json_response
-from relay.server.schemas import StatusOut, responses
+from relay.server.schemas import ReadyOut, StatusOut, responses
 from relay.server.scopes import Action
 from relay.server.state import Auth, ServerState, State
 
@@ -25,7 +25,7 @@ async def healthz() -> Response:
     return json_response(200, {"status": "ok"})
 
 
-@router.get("/readyz", response_model=None, responses=responses({200: StatusOut}, 503))
+@router.get("/readyz", response_model=None, responses=responses({200: ReadyOut}, 503))
 async def readyz(request: Request) -> Response:
     """200 when storage answers a query within 5 seconds, else 503 with the reason."""
     state: ServerState = request.app.state.relay_server  # not the State dependency: it opens storage
@@ -36,7 +36,11 @@ async def readyz(request: Request) -> Response:
     except Exception as exc:
         reason = "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
         raise ApiError(503, "storage_unavailable", f"storage is not reachable: {reason}") from None
-    return json_response(200, {"status": "ready"})
+    body: dict[str, object] = {"status": "ready"}
+    report = getattr(state.storage, "durability_report", None)  # backends that can lose jobs say how
+    if callable(report):
+        body["durability"] = report()
+    return json_response(200, body)
 
 
 @router.get(
