@@ -30,7 +30,7 @@ from relay.sdk.options import JobOptions
 from relay.sdk.portal import Portal
 from relay.sdk.tasks import Task
 from relay.settings import Settings
-from relay.storage.base import Storage
+from relay.storage.base import Storage, TransactionalInsert
 from relay.storage.params import InsertResult
 from relay.storage.urls import DEFAULT_URL, parse_storage_url
 from relay.types import Job, NewJob
@@ -51,7 +51,15 @@ def storage_from_url(url: str = DEFAULT_URL, *, clock: Clock | None = None) -> S
         from relay.storage.memory import MemoryStorage
 
         return MemoryStorage(clock=clock)
-    raise ConfigurationError(f"the {parsed.scheme} backend is not available yet")
+    if parsed.scheme == "postgresql":
+        from relay.storage.postgres import PostgresStorage
+
+        return PostgresStorage(url, clock=clock)
+    if parsed.scheme == "redis":
+        from relay.storage.redis import RedisStorage
+
+        return RedisStorage(url, clock=clock)
+    raise ConfigurationError(f"no backend for {parsed.scheme!r} URLs")
 
 
 def worker_config(settings: Settings, **overrides: Any) -> WorkerConfig:
@@ -154,6 +162,25 @@ class Relay:
             await self.drain_async()
             results = [InsertResult(await self.get_job_async(r.job.id), r.created) for r in results]
         return results
+
+    def insert_with_connection(self, connection: Any, jobs: Sequence[NewJob]) -> list[InsertResult]:
+        """Insert ``jobs`` in the open transaction of ``connection`` (the caller's own psycopg
+        ``Connection``): they exist only if the caller commits. PostgreSQL only."""
+        return self._transactional().insert_with_connection(connection, jobs)
+
+    async def insert_with_connection_async(
+        self, connection: Any, jobs: Sequence[NewJob]
+    ) -> list[InsertResult]:
+        """:meth:`insert_with_connection` with a psycopg ``AsyncConnection``."""
+        return await self._transactional().insert_with_connection_async(connection, jobs)
+
+    def _transactional(self) -> TransactionalInsert:
+        storage = self.storage
+        if not storage.capabilities.transactional_enqueue or not isinstance(storage, TransactionalInsert):
+            raise ConfigurationError(
+                f"the {storage.capabilities.name} storage cannot enqueue in your transaction: use PostgreSQL"
+            )
+        return storage
 
     def enqueue(self, document: Mapping[str, Any] | NewJob) -> JobHandle:
         """Enqueue one job document (the format of ``relay submit``) or a NewJob."""

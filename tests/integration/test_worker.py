@@ -278,3 +278,19 @@ async def test_shell_jobs_store_their_output_and_fail_on_a_non_zero_exit(app: Re
     assert dead.errors[0].type == "ExitCode"
     assert dead.errors[0].exit_code == 3
     assert "broken" in (dead.errors[0].stderr_tail or "")
+
+
+async def test_the_pruner_deletes_every_finished_job_past_the_retention_in_batches(app: Relay) -> None:
+    from datetime import timedelta
+
+    from relay.clock import ManualClock
+    from relay.runtime.maintenance import JobPruner
+
+    handles = [await app.enqueue_shell_async(["true"]) for _ in range(25)]
+    assert await app.drain_async() == 25
+    later = ManualClock(app.clock.now() + timedelta(days=8))
+    pruner = JobPruner(app.storage, later, retention=7 * 86400)
+    pruner.batch = 10  # three batches: 10, 10, then 5 (short: the pass ends)
+    assert await pruner.run_once() == 25
+    for h in handles:
+        assert await app.storage.job_get(h.id) is None

@@ -50,12 +50,17 @@ class TextFormatter(logging.Formatter):
 
 
 def configure_logging(fmt: str = "text", level: int = logging.INFO) -> None:
+    """One handler on the root logger, so that libraries' warnings (psycopg's pool, uvicorn) come out
+    in the same format as Relay's own lines; Relay logs at ``level``, libraries at WARNING and above."""
     handler = logging.StreamHandler()
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("relay")
+    root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
+    root.setLevel(logging.WARNING)
+    relay = logging.getLogger("relay")
+    relay.handlers.clear()
+    relay.setLevel(level)
+    relay.propagate = True

@@ -21,7 +21,7 @@ Rules every implementation keeps:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from relay.storage.params import (
     Capabilities,
@@ -154,6 +154,16 @@ class Notifier(Protocol):
     async def wait_for_jobs(self, queues: Sequence[str], timeout: float) -> bool:
         """Wait until one of ``queues`` may have new jobs or ``timeout`` seconds pass; True if woken."""
         ...
+
+
+@runtime_checkable
+class TransactionalInsert(Protocol):
+    """Backends with ``capabilities.transactional_enqueue`` (PostgreSQL): insert with the caller's own
+    connection, inside the caller's open transaction (no commit)."""
+
+    def insert_with_connection(self, conn: Any, jobs: Sequence[NewJob]) -> list[InsertResult]: ...
+
+    async def insert_with_connection_async(self, conn: Any, jobs: Sequence[NewJob]) -> list[InsertResult]: ...
 
 
 @runtime_checkable

@@ -17,7 +17,18 @@ class JobPruner:
         self._clock = clock
         self._retention = retention
         self.interval = interval
+        self.batch = 10_000
+        self.max_batches = 100  # a pass ends after 1,000,000 jobs; the next one goes on
 
     async def run_once(self) -> int:
+        """Prune in batches (each one short transaction) until a batch comes back short, so a fleet
+        that finishes more than a batch per interval never outgrows the retention."""
         cutoff = self._clock.now() - timedelta(seconds=self._retention)
-        return await self._storage.job_prune(PruneParams(finished_before=cutoff))
+        params = PruneParams(finished_before=cutoff, limit=self.batch)
+        total = 0
+        for _ in range(self.max_batches):
+            pruned = await self._storage.job_prune(params)
+            total += pruned
+            if pruned < self.batch:
+                break
+        return total

@@ -1,0 +1,157 @@
+"""What operators use: get, list, cancel, requeue, purge, logs, queues, workers (rules 10-18).
+
+Each function runs on the backend's loop with a pooled autocommit connection; every change is one
+statement. Where a change is refused (cancel of a final job, requeue of a running one) the statement
+changes nothing and returns nothing, and a read of the job's state says why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from relay.errors import InvalidTransitionError, JobNotFoundError
+from relay.storage.params import JobPage, ListParams, LogParams, PurgeParams, RequeueParams
+from relay.storage.postgres.rows import (
+    SEQ,
+    job_from_row,
+    log_line_from_row,
+    worker_from_row,
+    worker_params,
+)
+from relay.storage.postgres.sql import Q
+from relay.types import Job, JobState, LogLine, QueueInfo, WorkerInfo
+
+Conn = AsyncConnection[Any]
+
+_NO_CURSOR = 2**63 - 1  # above every seq: the first page
+
+
+def _filter(values: Sequence[str]) -> list[str] | None:
+    """A filter as an array, or None for "no filter" (an empty sequence)."""
+    return [str(v) for v in values] if values else None
+
+
+# -- jobs ----------------------------------------------------------------------------------------
+
+
+async def get_job(conn: Conn, now: datetime | None, job_id: str) -> Job | None:
+    cur = await conn.execute(Q["job_get"], {"id": job_id})
+    row = await cur.fetchone()
+    return None if row is None else job_from_row(row)
+
+
+async def list_jobs(conn: Conn, now: datetime | None, p: ListParams) -> JobPage:
+    """Rule 11. The cursor is the seq of the page's last job, as a decimal string."""
+    if p.limit < 1:
+        raise ValueError(f"limit must be at least 1, not {p.limit}")
+    params = {
+        "before_seq": _parse_cursor(p.cursor),
+        "states": _filter(p.states),
+        "queues": _filter(p.queues),
+        "kinds": _filter(p.kinds),
+        "text": p.text or None,
+        "limit": p.limit + 1,  # one more than a page tells whether another page follows
+    }
+    cur = await conn.execute(Q["job_list"], params)
+    rows = await cur.fetchall()
+    page = rows[: p.limit]
+    cursor = str(page[-1][SEQ]) if len(rows) > p.limit else None
+    return JobPage([job_from_row(r) for r in page], cursor)
+
+
+def _parse_cursor(cursor: str | None) -> int:
+    if cursor is None:
+        return _NO_CURSOR
+    try:
+        return int(cursor)
+    except ValueError:
+        raise ValueError(f"not a job list cursor: {cursor!r}") from None
+
+
+async def cancel_job(conn: Conn, now: datetime | None, job_id: str) -> Job:
+    """Rule 12."""
+    cur = await conn.execute(Q["job_cancel"], {"id": job_id, "now": now})
+    row = await cur.fetchone()
+    if row is None:
+        raise InvalidTransitionError(job_id, (await _state_of(conn, job_id)).value, "cancel")
+    return job_from_row(row)
+
+
+async def requeue_jobs(conn: Conn, now: datetime | None, p: RequeueParams) -> list[Job]:
+    """Rule 13 (the caller checked that ``p.states`` are requeueable)."""
+    if p.job_id is not None:
+        cur = await conn.execute(Q["job_requeue_one"], {"id": p.job_id, "now": now})
+        row = await cur.fetchone()
+        if row is None:
+            raise InvalidTransitionError(p.job_id, (await _state_of(conn, p.job_id)).value, "requeue")
+        return [job_from_row(row)]
+    params = {"states": [s.value for s in p.states], "queue": p.queue, "now": now}
+    cur = await conn.execute(Q["job_requeue_many"], params)
+    return [job_from_row(r) for r in await cur.fetchall()]  # by seq
+
+
+async def _state_of(conn: Conn, job_id: str) -> JobState:
+    cur = await conn.execute(Q["job_state"], {"id": job_id})
+    row = await cur.fetchone()
+    if row is None:
+        raise JobNotFoundError(job_id)
+    return JobState(row[0])
+
+
+async def purge_jobs(conn: Conn, now: datetime | None, p: PurgeParams) -> int:
+    """Rule 14 (the caller refused RUNNING): jobs and their logs in one statement."""
+    cur = await conn.execute(Q["job_purge"], {"states": [s.value for s in p.states], "queue": p.queue})
+    row = await cur.fetchone()
+    return 0 if row is None else int(row[0])
+
+
+async def job_logs(conn: Conn, now: datetime | None, p: LogParams) -> list[LogLine]:
+    """Rule 15."""
+    params = {"job_id": p.job_id, "attempt": p.attempt, "after_seq": p.after_seq, "limit": p.limit}
+    cur = await conn.execute(Q["job_logs"], params)
+    return [log_line_from_row(r) for r in await cur.fetchall()]
+
+
+# -- queues --------------------------------------------------------------------------------------
+
+
+async def list_queues(conn: Conn, now: datetime | None) -> list[QueueInfo]:
+    """Rule 16: one row per (queue, state) present, folded into one QueueInfo per queue."""
+    cur = await conn.execute(Q["queue_list"])
+    queues: dict[str, tuple[bool, dict[JobState, int]]] = {}
+    oldest: dict[str, datetime] = {}
+    for name, paused, state, n, oldest_pending in await cur.fetchall():
+        counts = queues.setdefault(name, (paused, dict.fromkeys(JobState, 0)))[1]
+        if state is not None:
+            counts[JobState(state)] = n
+        if oldest_pending is not None:
+            oldest[name] = oldest_pending
+    return [
+        QueueInfo(name=name, paused=paused, counts=counts, oldest_pending_at=oldest.get(name))
+        for name, (paused, counts) in queues.items()
+    ]
+
+
+async def set_paused(conn: Conn, now: datetime | None, name: str, paused: bool) -> None:
+    """Rule 17: an unknown queue becomes known."""
+    await conn.execute(Q["queue_set_paused"], {"name": name, "paused": paused})
+
+
+# -- workers -------------------------------------------------------------------------------------
+
+
+async def upsert_worker(conn: Conn, now: datetime | None, info: WorkerInfo) -> None:
+    await conn.execute(Q["worker_upsert"], worker_params(info))
+
+
+async def list_workers(conn: Conn, now: datetime | None) -> list[WorkerInfo]:
+    cur = await conn.execute(Q["worker_list"])
+    return [worker_from_row(r) for r in await cur.fetchall()]
+
+
+async def remove_worker(conn: Conn, now: datetime | None, worker_id: str) -> None:
+    await conn.execute(Q["worker_remove"], {"id": worker_id})

@@ -1,0 +1,156 @@
+"""Inserting jobs (semantics.md rule 1), on the backend's own connections or on a caller's.
+
+The work is split so that a sync ``psycopg.Connection`` (transactional enqueue from sync code) and an
+``AsyncConnection`` run the very same statements: :class:`InsertBatch` does everything that needs no
+database (ids, repeats within the batch, the columnar parameters, mapping the rows back), and two tiny
+drivers, :func:`insert_async` and :func:`insert_sync`, only execute ``job_insert`` and, when some
+idempotency key was already taken, ``job_by_idempotency_keys``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection, Connection, errors
+
+from relay.errors import DuplicateJobError, InvalidJobError, StorageUnavailableError
+from relay.storage.params import InsertResult
+from relay.storage.postgres.rows import (
+    IDEMPOTENCY_KEY,
+    Row,
+    insert_columns,
+    inserted_job,
+    job_from_row,
+    use_orjson,
+)
+from relay.storage.postgres.sql import Q
+from relay.types import Job, NewJob, new_job_id
+
+
+@dataclass(slots=True)
+class InsertBatch:
+    """One batch: what to send, and how the rows that come back answer each job of the batch."""
+
+    specs: Sequence[NewJob]
+    ids: list[str] = field(default_factory=list)  # the id each job gets (its own, or a fresh one)
+    first_with_key: dict[str, int] = field(default_factory=dict)  # key -> position of its first job
+    sent: list[int] = field(default_factory=list)  # positions actually sent (later key repeats are not)
+    columns: dict[str, list[Any]] = field(default_factory=dict)  # what was sent, column by column
+
+    @classmethod
+    def of(cls, specs: Sequence[NewJob]) -> InsertBatch:
+        """Raises :class:`DuplicateJobError` for a client id repeated within the batch (nothing sent)."""
+        batch = cls(specs)
+        seen: set[str] = set()
+        for pos, spec in enumerate(specs):
+            batch.ids.append(spec.id or new_job_id())
+            if spec.id is not None:
+                if spec.id in seen:
+                    raise DuplicateJobError(spec.id)
+                seen.add(spec.id)
+            key = spec.idempotency_key
+            if key is not None and key in batch.first_with_key:
+                continue  # a repeat of a key within the batch gets the first job with that key
+            if key is not None:
+                batch.first_with_key[key] = pos
+            batch.sent.append(pos)
+        return batch
+
+    def params(self, now: datetime | None) -> dict[str, Any]:
+        if not self.columns:
+            self.columns = insert_columns(
+                [self.specs[i] for i in self.sent], [self.ids[i] for i in self.sent]
+            )
+        return {"now": now, **self.columns}
+
+    def missing_keys(self, rows: list[Row]) -> list[str]:
+        """Keys of sent jobs that were not inserted: an existing job holds each."""
+        inserted = {row[0] for row in rows}  # job_insert returns id, state, run_at, created_at
+        return [
+            key
+            for pos in self.sent
+            if (key := self.specs[pos].idempotency_key) is not None and self.ids[pos] not in inserted
+        ]
+
+    def results(self, rows: list[Row], existing: list[Row]) -> list[InsertResult]:
+        """Each job's answer: created, or the job that already holds its idempotency key."""
+        by_id = self._inserted(rows)
+        by_key = {row[IDEMPOTENCY_KEY]: job_from_row(row) for row in existing}
+        out: list[InsertResult] = []
+        for pos, spec in enumerate(self.specs):
+            key = spec.idempotency_key
+            if key is not None and self.first_with_key[key] != pos:  # a repeat within the batch
+                out.append(InsertResult(out[self.first_with_key[key]].job, created=False))
+            elif (job := by_id.get(self.ids[pos])) is not None:
+                out.append(InsertResult(job, created=True))
+            elif key is not None and key in by_key:
+                out.append(InsertResult(by_key[key], created=False))
+            else:
+                # The key's holder was deleted between the insert and the lookup (a purge at that
+                # very moment): the rest of the batch is stored; asking again inserts this job.
+                raise StorageUnavailableError(f"the job holding idempotency key {key!r} vanished; retry")
+        return out
+
+    def _inserted(self, rows: list[Row]) -> dict[str, Job]:
+        """The jobs ``job_insert`` stored, by id, from the ``id, state, run_at, created_at`` it returned."""
+        column = {self.ids[pos]: i for i, pos in enumerate(self.sent)}  # id -> index in self.columns
+        jobs: dict[str, Job] = {}
+        for row in rows:
+            i = column[row[0]]
+            jobs[row[0]] = inserted_job(self.specs[self.sent[i]], self.columns, i, row)
+        return jobs
+
+    def duplicate(self, taken: set[str]) -> DuplicateJobError:
+        """The error for a batch that hit a taken client id: the first such id in batch order."""
+        first = next((self.ids[i] for i in self.sent if self.ids[i] in taken), None)
+        return DuplicateJobError(first or self.ids[self.sent[0]])
+
+
+class IdTaken(Exception):
+    """``job_insert`` hit a client id already stored. The statement (with the caller's savepoint, on a
+    caller's connection) must be rolled back before the taken ids can be read (``duplicate_*``)."""
+
+
+async def insert_async(
+    conn: AsyncConnection[Any], now: datetime | None, batch: InsertBatch
+) -> list[InsertResult]:
+    try:
+        cur = await conn.execute(Q["job_insert"], batch.params(now))
+    except errors.UniqueViolation as exc:
+        raise IdTaken() from exc
+    except errors.DataError as exc:
+        raise InvalidJobError("", f"PostgreSQL refused the job: {exc}") from None
+    rows = await cur.fetchall()
+    existing: list[Row] = []
+    if keys := batch.missing_keys(rows):
+        cur = await conn.execute(Q["job_by_idempotency_keys"], {"keys": keys})
+        existing = await cur.fetchall()
+    return batch.results(rows, existing)
+
+
+def insert_sync(conn: Connection[Any], now: datetime | None, batch: InsertBatch) -> list[InsertResult]:
+    cur = conn.cursor()
+    use_orjson(cur)  # on this cursor only: the caller's connection keeps its own adapters
+    try:
+        cur.execute(Q["job_insert"], batch.params(now))
+    except errors.UniqueViolation as exc:
+        raise IdTaken() from exc
+    except errors.DataError as exc:
+        raise InvalidJobError("", f"PostgreSQL refused the job: {exc}") from None
+    rows = cur.fetchall()
+    existing: list[Row] = []
+    if keys := batch.missing_keys(rows):
+        existing = cur.execute(Q["job_by_idempotency_keys"], {"keys": keys}).fetchall()
+    return batch.results(rows, existing)
+
+
+async def duplicate_async(conn: AsyncConnection[Any], batch: InsertBatch) -> DuplicateJobError:
+    cur = await conn.execute(Q["job_ids_taken"], {"ids": batch.ids})
+    return batch.duplicate({r[0] for r in await cur.fetchall()})
+
+
+def duplicate_sync(conn: Connection[Any], batch: InsertBatch) -> DuplicateJobError:
+    return batch.duplicate({r[0] for r in conn.execute(Q["job_ids_taken"], {"ids": batch.ids}).fetchall()})

@@ -1,0 +1,113 @@
+"""The hot path: insert, claim, heartbeat, finish, log append (semantics.md rules 1 to 5).
+
+Each function runs on the backend's loop with a pooled autocommit connection, and each operation is one
+statement (see queries.sql): it is its own transaction, atomic, and costs one round trip whatever the
+batch size. Python only shapes parameters (one array per column) and maps rows back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from relay.storage.params import (
+    ClaimParams,
+    FinishItem,
+    FinishResult,
+    HeartbeatItem,
+    HeartbeatResult,
+    InsertResult,
+    LogAppend,
+)
+from relay.storage.postgres.inserts import IdTaken, InsertBatch, duplicate_async, insert_async
+from relay.storage.postgres.rows import claim_order, dumps_or_null, job_from_row, log_text
+from relay.storage.postgres.sql import Q
+from relay.types import Job, JobState, Outcome
+
+Conn = AsyncConnection[Any]
+
+
+async def insert_jobs(conn: Conn, now: datetime | None, batch: InsertBatch) -> list[InsertResult]:
+    """Rule 1 in one statement (plus a lookup when an idempotency key was already taken)."""
+    try:
+        return await insert_async(conn, now, batch)
+    except IdTaken:
+        # Autocommit: the failed statement is rolled back already, nothing of the batch is stored.
+        raise await duplicate_async(conn, batch) from None
+
+
+async def claim_jobs(conn: Conn, now: datetime | None, p: ClaimParams) -> list[Job]:
+    """Rule 2: one statement picks (SKIP LOCKED), marks and returns the jobs; sorted here, since
+    RETURNING promises no order."""
+    params = {
+        "now": now,
+        "queues": list(dict.fromkeys(p.queues)),  # a repeated queue would be walked twice
+        "kinds": [k.value for k in p.kinds],
+        "limit": p.limit,
+        "worker_id": p.worker_id,
+    }
+    cur = await conn.execute(Q["job_claim"], params)
+    rows = await cur.fetchall()
+    rows.sort(key=claim_order)
+    return [job_from_row(r) for r in rows]
+
+
+async def heartbeat_jobs(conn: Conn, now: datetime | None, items: Sequence[HeartbeatItem]) -> HeartbeatResult:
+    """Rule 3: one statement for the whole batch; an item the statement did not return is lost."""
+    unique = list({item.job_id: item for item in reversed(items)}.values())  # first item per job wins
+    params = {
+        "now": now,
+        "id": [i.job_id for i in unique],
+        "lease_token": [i.lease_token for i in unique],
+        "progress": [i.progress for i in unique],
+        "save_checkpoint": [i.save_checkpoint or i.checkpoint is not None for i in unique],
+        "checkpoint": [dumps_or_null(i.checkpoint) for i in unique],
+    }
+    cur = await conn.execute(Q["job_heartbeat"], params)
+    rows = await cur.fetchall()
+    extended = frozenset(job_id for job_id, _ in rows)
+    return HeartbeatResult(
+        extended=extended,
+        lost=frozenset(item.job_id for item in items if item.job_id not in extended),
+        cancel_requested=frozenset(job_id for job_id, cancel in rows if cancel),
+    )
+
+
+async def finish_jobs(conn: Conn, now: datetime | None, items: Sequence[FinishItem]) -> list[FinishResult]:
+    """Rule 4: one statement records every outcome and inserts the chains. A job listed twice in one
+    batch is finished by its first item; the repeat finds no lease."""
+    first: dict[str, FinishItem] = {}
+    for item in items:
+        first.setdefault(item.job_id, item)
+    unique = list(first.values())
+    params = {
+        "now": now,
+        "id": [i.job_id for i in unique],
+        "lease_token": [i.lease_token for i in unique],
+        "outcome": [i.outcome.value for i in unique],
+        "result": [dumps_or_null(i.result) if i.outcome is Outcome.COMPLETED else None for i in unique],
+        "error": [None if i.error is None else dumps_or_null(i.error.to_json()) for i in unique],
+        "retry_delay": [i.retry_delay for i in unique],
+        "retryable": [i.retryable for i in unique],
+    }
+    cur = await conn.execute(Q["job_finish"], params)
+    states = {job_id: JobState(state) for job_id, state, _ in await cur.fetchall()}
+    return [
+        FinishResult(item.job_id, states.get(item.job_id) if first[item.job_id] is item else None)
+        for item in items
+    ]
+
+
+async def append_logs(conn: Conn, now: datetime | None, lines: Sequence[LogAppend]) -> None:
+    """Rule 5: one statement; lines are numbered in append order by one identity sequence."""
+    params = {
+        "now": now,
+        "job_id": [ln.job_id for ln in lines],
+        "attempt": [ln.attempt for ln in lines],
+        "stream": [ln.stream for ln in lines],
+        "text": [log_text(ln.text) for ln in lines],
+    }
+    await conn.execute(Q["job_log_append"], params)
