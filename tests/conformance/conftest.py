@@ -25,8 +25,13 @@ import pytest
 from relay.app import storage_from_url
 from relay.clock import ManualClock
 from relay.storage.base import Storage
+from servers.postgres import postgres_server, postgres_test_url
+from servers.redis import redis_server, redis_test_url
 
 from .helpers import T0
+
+# Imported for pytest: the session fixtures that start the servers (once per run, on first use).
+__all__ = ["postgres_server", "redis_server"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +55,8 @@ class BackendFactory:
 BACKENDS: dict[str, BackendFactory] = {
     "memory": BackendFactory("memory", lambda env: "memory://"),
     "sqlite": BackendFactory("sqlite", lambda env: f"sqlite:///{env.tmp_path / 'relay.db'}"),
-    # "postgres": BackendFactory("postgres", postgres_test_database_url, server_fixture="postgres_server"),
-    # "redis": BackendFactory("redis", redis_test_url, server_fixture="redis_server"),
+    "postgres": BackendFactory("postgres", postgres_test_url, server_fixture="postgres_server"),
+    "redis": BackendFactory("redis", redis_test_url, server_fixture="redis_server"),
 }
 
 
