@@ -119,7 +119,7 @@ class PostgresStorage:
         if opening is None:
             return
         try:
-            await self._db.loop.run(self._stop())
+            await self._db.loop.call(self._stop())
         finally:
             self._db.loop.stop()
 
@@ -139,7 +139,7 @@ class PostgresStorage:
             opening = self._opening
         if opening is not None:
             await asyncio.wrap_future(opening)
-            return await self._db.loop.run(self._db.migrate_on_loop())
+            return await self._db.loop.call(self._db.migrate_on_loop())
         return await Database(self._options, self._db.clock).migrate_once()
 
     # -- producer and worker --------------------------------------------------------------------
@@ -206,10 +206,10 @@ class PostgresStorage:
         return await self._db.run(lambda conn, now: maintenance.prune(conn, now, p), idempotent=True)
 
     async def leader_elect(self, p: LeaderParams) -> bool:
-        return await self._db.loop.run(self._leader_call(lambda leader: leader.elect(p, self._db.now())))
+        return await self._db.loop.call(self._leader_call(lambda leader: leader.elect(p, self._db.now())))
 
     async def leader_resign(self, p: LeaderParams) -> None:
-        await self._db.loop.run(self._leader_call(lambda leader: leader.resign(p, self._db.now())))
+        await self._db.loop.call(self._leader_call(lambda leader: leader.resign(p, self._db.now())))
 
     async def _leader_call(self, call: Callable[[LeaderLocks], Awaitable[T]]) -> T:
         """On the loop: ``call``, once more on a fresh leader connection if the first one was lost."""

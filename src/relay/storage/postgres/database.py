@@ -29,8 +29,8 @@ from psycopg_pool import AsyncConnectionPool, PoolClosed
 
 from relay.clock import Clock
 from relay.errors import StorageUnavailableError
+from relay.storage.loop_thread import LoopThread
 from relay.storage.postgres import migrate
-from relay.storage.postgres.loop import LoopThread
 from relay.storage.postgres.options import PostgresOptions
 from relay.storage.postgres.rows import JOB_COLUMNS, use_orjson
 from relay.storage.postgres.sql import Q
@@ -62,7 +62,7 @@ class Database:
     def __init__(self, options: PostgresOptions, clock: Clock | None) -> None:
         self.options = options
         self.clock = clock
-        self.loop = LoopThread("relay-postgres")
+        self.loop = LoopThread("relay-postgres", "the PostgreSQL storage")
         self._pool: AsyncConnectionPool[Conn] | None = None  # touched on the loop only
 
     def now(self) -> datetime | None:
@@ -110,7 +110,7 @@ class Database:
         """Start this (unopened) database's loop, migrate on a pool opened just for it, stop."""
         self.loop.start()
         try:
-            return await self.loop.run(self._migrate_with_pool())
+            return await self.loop.call(self._migrate_with_pool())
         finally:
             self.loop.stop()
 
@@ -139,7 +139,7 @@ class Database:
 
     async def run(self, work: Work[T], *, idempotent: bool = False) -> T:
         """Run ``work`` on the backend's loop with a pooled connection (from any caller loop)."""
-        return await self.loop.run(self.execute(work, idempotent=idempotent))
+        return await self.loop.call(self.execute(work, idempotent=idempotent))
 
     async def execute(self, work: Work[T], *, idempotent: bool = False) -> T:
         """On the loop: ``work`` with retries of rolled-back transactions and, if ``idempotent``, one

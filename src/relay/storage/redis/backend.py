@@ -33,6 +33,7 @@ import orjson
 
 from relay.clock import Clock
 from relay.errors import InvalidJobError, StorageUnavailableError
+from relay.storage.loop_thread import LoopThread
 from relay.storage.params import (
     Capabilities,
     ClaimParams,
@@ -55,7 +56,6 @@ from relay.storage.redis import admin, maintenance, writes
 from relay.storage.redis.codec import duration_us, encode_json, error_json, pack_new_job, worker_json
 from relay.storage.redis.durability import UNKNOWN, DurabilityReport, read_report
 from relay.storage.redis.keys import Keys
-from relay.storage.redis.loop import LoopThread
 from relay.storage.redis.options import parse_options, redacted
 from relay.storage.redis.scripts import Scripts
 from relay.storage.redis.session import Session, new_client, run
@@ -79,7 +79,7 @@ class RedisStorage:
         self._keys = Keys(self._options.prefix)
         self._origin = secrets.token_hex(8)
         self._wakeups = Wakeups(self._keys.wake, self._origin)
-        self._thread = LoopThread("relay-redis")
+        self._thread = LoopThread("relay-redis", "the Redis storage")
         # Both touched on the private loop only.
         self._session: Session | None = None
         self._open_lock: asyncio.Lock | None = None
