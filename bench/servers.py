@@ -23,6 +23,7 @@ def sqlite_urls(tmp: Path) -> Iterator[Callable[[str], str]]:
 def postgres_urls(tmp: Path) -> Iterator[Callable[[str], str]]:
     import psycopg
 
+    (tmp / "pg").mkdir()
     cluster = start_cluster(tmp / "pg", fast=False)
 
     def fresh(name: str) -> str:

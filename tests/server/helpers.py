@@ -40,11 +40,14 @@ async def api_client(
 ) -> AsyncIterator[httpx.AsyncClient]:
     """An httpx client talking to the ASGI app in-process, with the app's lifespan running."""
     app = app or create_app(relay, settings or ServerSettings(events_interval=0))
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    # Every body these tests send is JSON, raw ones included: say so, as real clients do.
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(
-            transport=transport, base_url="http://relay.test", headers=headers
+            transport=transport, base_url="http://127.0.0.1:4000", headers=headers
         ) as client:
             yield client
 

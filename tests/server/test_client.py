@@ -129,7 +129,7 @@ async def test_async_client(relay: Relay) -> None:
     app = create_app(relay, ServerSettings(events_interval=0))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with AsyncRelayClient("http://relay.test", transport=transport) as client:
+        async with AsyncRelayClient("http://127.0.0.1:4000", transport=transport) as client:
             enqueued = await client.enqueue(SHELL)
             assert (await client.get(enqueued.job.id)).id == enqueued.job.id
             assert [j.id for j in (await client.list_jobs(states=["pending"])).jobs] == [enqueued.job.id]

@@ -91,3 +91,30 @@ async def test_batch_over_the_limit_is_413(relay: Relay) -> None:
         assert (await api.post("/api/v1/jobs/batch", json=[SHELL] * 3)).status_code == 201
         not_a_list = await api.post("/api/v1/jobs/batch", json=SHELL)
         assert (not_a_list.status_code, not_a_list.json()["error"]["code"]) == (422, "invalid_job")
+
+
+async def test_a_body_that_does_not_say_it_is_json_is_415(relay: Relay) -> None:
+    # Browsers send text/plain and form bodies across sites without asking: never accept them.
+    async with api_client(relay) as api:
+        for media in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
+            response = await api.post(
+                "/api/v1/jobs",
+                content=b'{"type": "shell", "payload": {"command": "touch /tmp/pwned"}}',
+                headers={"Content-Type": media},
+            )
+            assert response.status_code == 415, media
+            assert response.json()["error"]["code"] == "unsupported_media_type"
+        assert (await api.get("/api/v1/jobs")).json()["jobs"] == []
+
+
+async def test_without_auth_other_sites_and_non_loopback_hosts_are_refused(relay: Relay) -> None:
+    job = {"type": "shell", "payload": {"command": "touch /tmp/pwned"}}
+    async with api_client(relay) as api:
+        foreign = await api.post("/api/v1/jobs", json=job, headers={"Origin": "http://evil.example"})
+        assert foreign.status_code == 403
+        assert foreign.json()["error"]["code"] == "cross_origin"
+        rebound = await api.post("/api/v1/jobs", json=job, headers={"Host": "evil.example:4000"})
+        assert rebound.status_code == 421
+        same_machine = await api.post("/api/v1/jobs", json=job, headers={"Origin": "http://localhost:4000"})
+        assert same_machine.status_code == 201
+        assert len((await api.get("/api/v1/jobs")).json()["jobs"]) == 1

@@ -24,7 +24,7 @@ from relay.types import JobState, Outcome
 async def test_remote_storage_matches_storage(relay: Relay) -> None:
     app = create_app(relay, ServerSettings(events_interval=0))
     async with app.router.lifespan_context(app):
-        client = AsyncRelayClient("http://relay.test", transport=httpx.ASGITransport(app=app))
+        client = AsyncRelayClient("http://127.0.0.1:4000", transport=httpx.ASGITransport(app=app))
         remote = RemoteStorage(client)
         await remote.open()
         inserted = await remote.job_insert_many(

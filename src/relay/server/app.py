@@ -1,7 +1,8 @@
 """The app factory: a wired :class:`relay.Relay` and :class:`ServerSettings` in, a FastAPI app out.
 
-Requests pass, outermost first: the JSON 500 guard, the request counter, authentication, then the
-routes (each checks its own scope). The lifespan opens storage and runs the change feed.
+Requests pass, outermost first: the JSON 500 guard, the request counter, the dashboard (its own
+paths, with its login cookie), authentication, then the routes (each checks its own scope). The
+lifespan opens storage and runs the change feed.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from fastapi import FastAPI
 from relay import __version__
 from relay.app import Relay
 from relay.server.auth import AuthMiddleware
+from relay.server.dashboard import mount_dashboard
 from relay.server.errors import InternalErrorMiddleware, install_error_handlers
 from relay.server.feed import ChangeFeed
 from relay.server.limits import Limits
@@ -56,6 +58,7 @@ def create_app(relay: Relay, settings: ServerSettings | None = None) -> FastAPI:
         app.include_router(router)
     # add_middleware wraps what is there: the last added runs first.
     app.add_middleware(AuthMiddleware, verifier=verifier)
+    mount_dashboard(app, state, verifier)  # before auth: the dashboard checks its own login cookie
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
     app.add_middleware(InternalErrorMiddleware)
     install_openapi(app, auth=verifier is not None)

@@ -9,6 +9,7 @@ check the one action and queue they act on with :func:`require` (403 when the gr
 from __future__ import annotations
 
 import logging
+from urllib.parse import urlsplit
 
 import jwt
 from fastapi import Request
@@ -16,6 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from relay.server.errors import ApiError, error_response
 from relay.server.scopes import Action, Grants
+from relay.server.settings import is_loopback
 from relay.server.tokens import TokenVerifier
 
 log = logging.getLogger("relay.server.auth")
@@ -48,6 +50,10 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         if self.verifier is None:
+            refusal = local_request_refusal(scope)
+            if refusal is not None:
+                await error_response(refusal)(scope, receive, send)
+                return
             scope[GRANTS_KEY] = Grants.everything()
         elif scope["path"] in PUBLIC_PATHS:
             scope[GRANTS_KEY] = Grants()
@@ -70,6 +76,27 @@ class AuthMiddleware:
         except jwt.InvalidTokenError as exc:
             log.info("refused %s %s: %s", scope.get("method"), scope["path"], exc)
             return None
+
+
+def local_request_refusal(scope: Scope) -> ApiError | None:
+    """With auth off the server trusts whoever reaches it, which only loopback callers can. A web page
+    in the developer's browser can reach loopback too: refuse requests another site sent (``Origin``)
+    and names other than loopback in ``Host`` (DNS rebinding), so no page can enqueue a shell job."""
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+    host = headers.get("host")
+    if host is not None and not is_loopback(_hostname(host)):
+        return ApiError(421, "misdirected", "with auth off, this server answers only loopback host names")
+    origin = headers.get("origin")
+    if origin is not None and origin != "null" and not is_loopback(_hostname(urlsplit(origin).netloc)):
+        return ApiError(403, "cross_origin", "with auth off, requests from other sites are refused")
+    return None
+
+
+def _hostname(netloc: str) -> str:
+    """``host[:port]`` or ``[v6]:port`` to the bare host."""
+    if netloc.startswith("["):
+        return netloc[1 : netloc.find("]")] if "]" in netloc else netloc
+    return netloc.rsplit(":", 1)[0] if netloc.count(":") == 1 else netloc
 
 
 def request_grants(request: Request) -> Grants:

@@ -55,6 +55,7 @@ async def read_json(request: Request, limits: Limits, *, allow_empty: bool = Fal
         if allow_empty:
             return NO_BODY
         raise ApiError(400, "invalid_json", "the request needs a JSON body")
+    check_json_media_type(request)
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -65,6 +66,14 @@ async def read_json(request: Request, limits: Limits, *, allow_empty: bool = Fal
         raise ApiError(400, "invalid_json", f"the request body is not valid JSON: {exc}") from None
     check_depth(value, limits.max_json_depth)
     return value
+
+
+def check_json_media_type(request: Request) -> None:
+    """A JSON body must say so. Browsers send text/plain or form bodies across sites without asking
+    (a "simple request"), so accepting them would let any web page post jobs to a server without auth."""
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        raise ApiError(415, "unsupported_media_type", "send the body with Content-Type: application/json")
 
 
 def check_depth(value: JSON, limit: int) -> None:
