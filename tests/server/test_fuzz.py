@@ -52,7 +52,9 @@ LOOPBACK = {"Host": "127.0.0.1:4000"}
 def test_no_server_errors_and_responses_as_documented(relay: Relay) -> None:
     app = create_app(relay, ServerSettings(events_interval=0))
     # The event stream never ends on its own: its own tests cover it against a real server.
-    schema = schemathesis.openapi.from_asgi("/openapi.json", app, headers=LOOPBACK).exclude(path="/api/v1/events")
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app, headers=LOOPBACK).exclude(
+        path="/api/v1/events"
+    )
     operations = [result.ok() for result in schema.get_all_operations() if isinstance(result, Ok)]
     assert len(operations) == 22  # every operation but the event stream
     negated = 0
