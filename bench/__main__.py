@@ -83,7 +83,10 @@ def main(argv: list[str]) -> int:
         with scratch() as tmp, contextmanager(SERVERS[backend])(tmp) as fresh_url:
             for name in args.scenarios.split(","):
                 started = time.perf_counter()
-                result = run_one(name, fresh_url(name), args, backend).as_json()
+                try:
+                    result = run_one(name, fresh_url(name), args, backend).as_json()
+                finally:
+                    scenarios.close_apps()
                 result["elapsed_s"] = round(time.perf_counter() - started, 1)
                 print(json.dumps(result), flush=True)
                 results.append(result)

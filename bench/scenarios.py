@@ -83,6 +83,21 @@ class Workers:
                 proc.kill()
 
 
+_opened: list[BenchApp] = []
+
+
+def new_app(url: str) -> BenchApp:
+    """A Relay with the bench tasks on ``url``; closed by :func:`close_apps` after the scenario."""
+    app = make_app(url)
+    _opened.append(app)
+    return app
+
+
+def close_apps() -> None:
+    while _opened:
+        _opened.pop().relay.close()
+
+
 def wait_for_workers(relay: Relay, n: int, timeout: float = 60) -> None:
     """Until ``n`` worker processes registered: they are started and polling."""
     deadline = time.perf_counter() + timeout
@@ -132,7 +147,7 @@ def verify_exactly_once(relay: Relay, n: int, queue: str = "default") -> dict[st
 
 
 def bulk(backend: str, url: str, n: int, processes: int, concurrency: int) -> Result:
-    app = make_app(url)
+    app = new_app(url)
     relay = app.relay
     calls = [app.noop.call() for _ in range(n)]
     start = time.perf_counter()
@@ -162,7 +177,7 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def latency(backend: str, url: str, rate: float, seconds: float, processes: int) -> Result:
-    app = make_app(url)
+    app = new_app(url)
     relay = app.relay
     workers = Workers(url, processes, concurrency=50, queues="latency")
     workers.start()
@@ -197,7 +212,7 @@ def shell(backend: str, url: str, n: int, processes: int, concurrency: int) -> R
     for _ in range(n):
         subprocess.run(["/bin/true"], check=True)
     loop_rate = n / (time.perf_counter() - start)
-    relay = make_app(url).relay
+    relay = new_app(url).relay
     relay.insert([relay.shell_job(["/bin/true"], queue="shell") for _ in range(n)])
     workers = Workers(url, processes, concurrency, queues="shell")
     workers.start()
@@ -228,7 +243,7 @@ def prefill_finished(app: BenchApp, n: int, queue: str = "history") -> None:
 
 def scale(backend: str, url: str, n: int, history: int, processes: int, concurrency: int) -> Result:
     start = time.perf_counter()
-    prefill_finished(make_app(url), history)
+    prefill_finished(new_app(url), history)
     prefill_s = time.perf_counter() - start
     result = bulk(backend, url, n, processes, concurrency)
     result.scenario = "scale"
