@@ -35,6 +35,15 @@ class Attempt:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[Any] | None = None  # the coroutine that runs the job's code
     sync_call: SyncCall | None = None  # set while a sync task runs in a pool thread
+    next_beat: float = 0.0  # monotonic time its next heartbeat is due (written by the heartbeat thread)
+
+    def __post_init__(self) -> None:
+        self.next_beat = self.started + self.beat_interval
+
+    @property
+    def beat_interval(self) -> float:
+        """A third of the lease: two beats may be lost before the lease expires."""
+        return min(max(self.job.lease / 3, 0.05), 10.0)
 
     @property
     def lease_token(self) -> str:

@@ -11,6 +11,8 @@ import contextvars
 import threading
 from dataclasses import dataclass, field
 
+import orjson
+
 from relay.types import JSON, Job
 
 
@@ -59,16 +61,23 @@ class JobContext:
             self._progress = min(1.0, max(0.0, float(fraction)))
 
     def checkpoint(self, state: JSON) -> None:
-        """Save JSON state; it is handed back as ``last_checkpoint`` if the job is retried."""
+        """Save JSON state; it is handed back as ``last_checkpoint`` if the job is retried.
+
+        Raises TypeError here, in the job, for a value that is not JSON: sent with the heartbeat of
+        every running job, it would otherwise fail them all."""
+        try:
+            copy = orjson.loads(orjson.dumps(state))
+        except (TypeError, orjson.JSONEncodeError) as exc:
+            raise TypeError(f"a checkpoint must be a JSON value: {exc}") from None
         with self._lock:
-            self._checkpoint = state
+            self._checkpoint = copy
             self._checkpoint_dirty = True
 
     def take_updates(self) -> tuple[float | None, JSON, bool]:
-        """Progress and checkpoint to send with a heartbeat (the checkpoint only once)."""
+        """Progress and checkpoint to send with a heartbeat (a checkpoint only once, when it changed)."""
         with self._lock:
             dirty, self._checkpoint_dirty = self._checkpoint_dirty, False
-            return self._progress, self._checkpoint, dirty
+            return self._progress, self._checkpoint if dirty else None, dirty
 
     def request_cancel(self) -> None:
         self._cancel.set()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import traceback
-from typing import Any
+from typing import Any, overload
 
 import orjson
 
@@ -70,6 +70,8 @@ class Executor:
     # -- run ------------------------------------------------------------------------------------
 
     async def _run_with_limits(self, attempt: Attempt) -> Any:
+        if attempt.stop_reason is not None:  # stopped (shutdown) before it even started
+            raise asyncio.CancelledError(f"stopped before it started: {attempt.stop_reason}")
         task = attempt.task = asyncio.ensure_future(self._run(attempt))
         # Shell commands enforce their own timeout (they must kill a whole process group).
         timeout = None if attempt.job.kind is JobKind.SHELL else attempt.job.timeout
@@ -83,7 +85,10 @@ class Executor:
                 attempt.stop(StopReason.TIMEOUT)
             done, _ = await asyncio.wait({task}, timeout=self._kill_wait)
             if not done:
-                # A sync job stuck in C code cannot be interrupted: record the outcome, leave the thread.
+                # A sync job stuck in C code cannot be interrupted: record the outcome, leave the thread
+                # to finish alone, and give the pool a new one in its place.
+                if attempt.sync_call is not None:
+                    self._threads.add_thread()
                 raise JobAbandonedError(f"the job's code did not stop within {self._kill_wait}s")
         return task.result()
 
@@ -219,10 +224,20 @@ class Executor:
     ) -> AttemptError:
         return AttemptError(
             attempt=attempt.job.attempt,
-            type=kind,
-            message=message,
+            type=_clean(kind),
+            message=_clean(message),
             at=self._clock.now(),
-            traceback=tb,
+            traceback=_clean(tb),
             exit_code=exit_code,
-            stderr_tail=stderr_tail,
+            stderr_tail=_clean(stderr_tail),
         )
+
+
+@overload
+def _clean(text: str) -> str: ...
+@overload
+def _clean(text: None) -> None: ...
+def _clean(text: str | None) -> str | None:
+    """Text that every backend can store: lone surrogates (from ``errors="surrogateescape"`` data, or an
+    exception message built from bytes) become escapes instead of failing the whole batch of outcomes."""
+    return None if text is None else text.encode("utf-8", "backslashreplace").decode("utf-8")

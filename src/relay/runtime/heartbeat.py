@@ -31,18 +31,20 @@ class RunningSet:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._attempts: dict[str, Attempt] = {}
+        # Set when a job is added: the heartbeat thread recomputes when the next beat is due, so a
+        # short-lease job claimed while long-lease jobs run is beaten in time.
+        self.added = threading.Event()
 
     def add(self, attempt: Attempt) -> None:
         with self._lock:
             self._attempts[attempt.job.id] = attempt
+        self.added.set()
 
-    def remove(self, job_id: str) -> None:
+    def remove(self, attempt: Attempt) -> None:
+        """Remove this attempt; a newer attempt of the same job (claimed again) stays."""
         with self._lock:
-            self._attempts.pop(job_id, None)
-
-    def get(self, job_id: str) -> Attempt | None:
-        with self._lock:
-            return self._attempts.get(job_id)
+            if self._attempts.get(attempt.job.id) is attempt:
+                del self._attempts[attempt.job.id]
 
     def snapshot(self) -> list[Attempt]:
         with self._lock:
@@ -58,12 +60,14 @@ class Heartbeater:
         self,
         storage: Storage,
         running: RunningSet,
-        deliver: Callable[[HeartbeatResult], None],
+        deliver: Callable[[HeartbeatResult, dict[str, Attempt]], None],
         worker_info: Callable[[], WorkerInfo],
     ) -> None:
         self._storage = storage
         self._running = running
-        self._deliver = deliver  # called in this thread; must hand over to the worker's loop itself
+        # Called in this thread with the result and the attempts it was about (not later ones of the
+        # same jobs); it must hand over to the worker's loop itself.
+        self._deliver = deliver
         self._worker_info = worker_info
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._main, name="relay-heartbeat", daemon=True)
@@ -73,31 +77,38 @@ class Heartbeater:
 
     def stop(self) -> None:
         self._stop.set()
+        self._running.added.set()
         self._thread.join(timeout=10)
 
-    def _interval(self, attempts: list[Attempt]) -> float:
+    @staticmethod
+    def _next_beat(attempts: list[Attempt]) -> float:
+        """Seconds until some job's beat is due (a third of its lease after its last one)."""
         if not attempts:
             return IDLE_INTERVAL
-        shortest = min(a.job.lease for a in attempts)
-        return min(max(shortest / 3, 0.05), 10.0)
+        return max(0.0, min(a.next_beat for a in attempts) - time.monotonic())
 
     def _main(self) -> None:
         loop = asyncio.new_event_loop()
         next_worker_beat = 0.0
         try:
-            while not self._stop.wait(self._interval(self._running.snapshot())):
+            while not self._stop.is_set():
+                self._running.added.wait(min(self._next_beat(self._running.snapshot()), WORKER_BEAT_INTERVAL))
+                self._running.added.clear()
                 attempts = self._running.snapshot()
-                if attempts:
-                    self._beat_jobs(loop, attempts)
-                if time.monotonic() >= next_worker_beat:
-                    next_worker_beat = time.monotonic() + WORKER_BEAT_INTERVAL
+                now = time.monotonic()
+                if any(a.next_beat <= now for a in attempts):
+                    self._beat_jobs(loop, attempts)  # all of them: one round trip either way
+                if now >= next_worker_beat:
+                    next_worker_beat = now + WORKER_BEAT_INTERVAL
                     self._beat_worker(loop)
         finally:
             loop.close()
 
     def _beat_jobs(self, loop: asyncio.AbstractEventLoop, attempts: list[Attempt]) -> None:
         items = []
+        beaten = {a.job.id: a for a in attempts}
         for attempt in attempts:
+            attempt.next_beat = time.monotonic() + attempt.beat_interval
             progress, checkpoint, dirty = attempt.ctx.take_updates()
             items.append(HeartbeatItem(attempt.job.id, attempt.lease_token, progress, checkpoint, dirty))
         try:
@@ -106,7 +117,7 @@ class Heartbeater:
             log.exception("heartbeat of %d jobs failed; retrying at the next beat", len(items))
             return
         if result.lost or result.cancel_requested:
-            self._deliver(result)
+            self._deliver(result, beaten)
 
     def _beat_worker(self, loop: asyncio.AbstractEventLoop) -> None:
         try:

@@ -37,10 +37,29 @@ class SyncCall:
     _thread_id: int | None = None
     _finished: bool = False
 
-    def interrupt(self) -> bool:
-        """Raise JobInterrupted in the thread running this call; False if it is not running."""
+    def _start(self) -> bool:
+        """Called by the pool thread: False if the call was stopped while it waited in the queue."""
         with self._lock:
-            if self._thread_id is None or self._finished:
+            if self._finished:
+                return False
+            self._thread_id = threading.get_ident()
+            return True
+
+    def _finish(self) -> None:
+        """Called by the pool thread when the job's code returned: no interrupt may follow, and one
+        already sent but not yet delivered is withdrawn."""
+        with self._lock:
+            self._finished = True
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(threading.get_ident()), None)
+
+    def interrupt(self) -> bool:
+        """Raise JobInterrupted in the thread running this call; False if it is not running (a call
+        not started yet will not start at all)."""
+        with self._lock:
+            if self._thread_id is None:
+                self._finished = True  # still queued: _run skips it
+                return False
+            if self._finished:
                 return False
             n = ctypes.pythonapi.PyThreadState_SetAsyncExc(
                 ctypes.c_ulong(self._thread_id), ctypes.py_object(JobInterrupted)
@@ -51,11 +70,16 @@ class SyncCall:
 class SyncThreadPool:
     def __init__(self, size: int, name: str = "relay-job") -> None:
         self._queue: queue.SimpleQueue[SyncCall | None] = queue.SimpleQueue()
-        self._threads = [
-            threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(size)
-        ]
-        for thread in self._threads:
-            thread.start()
+        self._name = name
+        self._threads: list[threading.Thread] = []
+        for _ in range(size):
+            self.add_thread()
+
+    def add_thread(self) -> None:
+        """One more thread: to replace one stuck in a job that was abandoned, so slots stay usable."""
+        thread = threading.Thread(target=self._work, name=f"{self._name}-{len(self._threads)}", daemon=True)
+        self._threads.append(thread)
+        thread.start()
 
     def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> SyncCall:
         """Run ``fn`` in a pool thread with the caller's context; await ``call.future`` for the result."""
@@ -80,16 +104,17 @@ class SyncThreadPool:
                 continue
 
     def _run(self, call: SyncCall) -> None:
-        with call._lock:
-            call._thread_id = threading.get_ident()
-        outcome: tuple[bool, Any]
+        outcome: tuple[bool, Any] = (False, JobInterrupted("stopped before it started"))
         try:
-            outcome = (True, call.context.run(call.fn, *call.args, **call.kwargs))
-        except BaseException as exc:  # the job's error (or our interrupt) goes back to the loop
-            outcome = (False, exc)
-        finally:
-            with call._lock:
-                call._finished = True
+            if call._start():
+                try:
+                    outcome = (True, call.context.run(call.fn, *call.args, **call.kwargs))
+                except BaseException as exc:  # the job's error (or our interrupt) goes back to the loop
+                    outcome = (False, exc)
+                finally:
+                    call._finish()
+        except JobInterrupted:
+            pass  # an interrupt that landed after the job's code ended: the outcome stands
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits for this result
             call.loop.call_soon_threadsafe(_resolve, call.future, outcome)
 

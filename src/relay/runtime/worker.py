@@ -230,14 +230,14 @@ class Worker:
         item = await self._executor.execute(attempt)
         if attempt.stop_reason is StopReason.LEASE_LOST:
             # Another worker may own this job now: its outcome is not ours to record.
-            self._running.remove(attempt.job.id)
+            self._running.remove(attempt)
             job_event("lease_lost", attempt.job, logging.WARNING, worker=self.id)
             self._wake.set()
             return
         self._completer.submit(attempt, item)
 
     def _on_recorded(self, attempt: Attempt, item: FinishItem, result: FinishResult) -> None:
-        self._running.remove(attempt.job.id)
+        self._running.remove(attempt)
         self._wake.set()
         self.processed += 1
         job = attempt.job
@@ -254,17 +254,19 @@ class Worker:
 
     # -- heartbeat results (arrive from the heartbeat thread) -------------------------------------
 
-    def _deliver_heartbeat(self, result: HeartbeatResult) -> None:
+    def _deliver_heartbeat(self, result: HeartbeatResult, beaten: dict[str, Attempt]) -> None:
         assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._on_heartbeat, result)
+        self._loop.call_soon_threadsafe(self._on_heartbeat, result, beaten)
 
-    def _on_heartbeat(self, result: HeartbeatResult) -> None:
+    def _on_heartbeat(self, result: HeartbeatResult, beaten: dict[str, Attempt]) -> None:
+        # Act only on the attempt that was beaten: by now the job may have been claimed again by
+        # this worker, and that newer attempt holds a lease of its own.
         for job_id in result.lost:
-            attempt = self._running.get(job_id)
+            attempt = beaten.get(job_id)
             if attempt is not None and attempt.stop_reason is None:
                 attempt.stop(StopReason.LEASE_LOST)
         for job_id in result.cancel_requested:
-            attempt = self._running.get(job_id)
+            attempt = beaten.get(job_id)
             if attempt is not None and not attempt.ctx.cancel_requested:
                 self._cancel(attempt)
 
