@@ -84,3 +84,24 @@ async def test_an_error_message_with_lone_surrogates_is_recorded(app: Relay) -> 
         assert (await final(app, after.id)).state is JobState.COMPLETED
     assert job.state is JobState.DEAD
     assert job.errors[0].message == "bad \\udcff byte"
+
+
+async def test_a_job_that_fails_once_asked_to_cancel_ends_cancelled_not_retried(app: Relay) -> None:
+    @app.task(max_retries=5, backoff="fixed", backoff_base="10ms", lease="1s")
+    def fails_when_asked() -> None:
+        while not job_context().cancel_requested:
+            job_context().progress(0.5)
+            threading.Event().wait(0.01)
+        raise RuntimeError("interrupted halfway")  # a failure on the way out, not a clean cancel
+
+    handle = await fails_when_asked.enqueue_async()
+    async with running(app.worker()):
+
+        async def is_running() -> bool:
+            return (await app.get_job_async(handle.id)).state is JobState.RUNNING
+
+        await eventually(is_running, what="the job running")
+        await app.storage.job_cancel(handle.id)
+        job = await final(app, handle.id)
+    assert job.state is JobState.CANCELLED
+    assert job.attempt == 1

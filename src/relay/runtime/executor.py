@@ -57,6 +57,14 @@ class Executor:
 
     async def execute(self, attempt: Attempt) -> FinishItem:
         """Run the attempt to its end and say how it ended."""
+        item = await self._run_and_classify(attempt)
+        if attempt.ctx.cancel_requested and item.outcome in (Outcome.FAILED, Outcome.RELEASED):
+            # An operator asked to cancel it: a failure (or shutdown) on the way out must not retry it.
+            error = item.error or self._error(attempt, "Cancelled", "cancelled by an operator")
+            return FinishItem(item.job_id, item.lease_token, Outcome.CANCELLED, error=error)
+        return item
+
+    async def _run_and_classify(self, attempt: Attempt) -> FinishItem:
         try:
             value = await self._run_with_limits(attempt)
         # BaseException: a job may raise anything, and how we stop it (CancelledError, JobInterrupted)
