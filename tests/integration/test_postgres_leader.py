@@ -36,12 +36,13 @@ async def main(url: str, holder: str, ttl: float) -> None:
         if leader != state:
             print("leader" if leader else "follower", flush=True)
             state = leader
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # the contender's own election pace (it runs in a child process)
 
 asyncio.run(main(sys.argv[1], sys.argv[2], float(sys.argv[3])))
 """
 
 STEP = 15.0  # seconds a process may take to start or to react
+POLL_INTERVAL = 0.02  # seconds between looks at a condition polled against a deadline
 
 
 class Contender:
@@ -68,7 +69,7 @@ class Contender:
                 return time.monotonic()
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"expected {word!r}; output so far:\n{self.log.read_text()}")
-            time.sleep(0.02)
+            time.sleep(POLL_INTERVAL)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -113,7 +114,7 @@ def test_only_one_leader_among_several_processes(contenders: Start) -> None:
         if all(states):
             break
         assert time.monotonic() < deadline, f"not every contender answered: {states}"
-        time.sleep(0.02)
+        time.sleep(POLL_INTERVAL)
     assert sorted(s[-1] for s in states) == ["follower", "follower", "leader"]
     assert sum(s.count("leader") for s in states) == 1, "leadership changed hands with no one dying"
 

@@ -29,6 +29,8 @@ from servers.redis import RedisProcess, start_redis
 DEADLINE = 20.0  # seconds any awaited condition may take
 PREFIX = "restart"
 
+POLL_INTERVAL = 0.02  # seconds between looks at a condition polled against a deadline
+
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[RedisProcess]:
@@ -66,7 +68,7 @@ async def until(condition: Callable[[], Any], what: str) -> None:
         if value:
             return
         assert time.monotonic() < deadline, f"timed out after {DEADLINE}s waiting for {what}"
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(POLL_INTERVAL)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])

@@ -12,6 +12,8 @@ from relay.types import Job, JobState
 
 from .helpers import eventually, running
 
+STEP = 0.01  # seconds between a test job's steps: part of what the job does, not a wait
+
 
 async def final(app: Relay, job_id: str, timeout: float = 15.0) -> Job:
     async def check() -> Job | None:
@@ -105,7 +107,7 @@ async def test_cancelling_a_running_job_asks_first_then_stops_it(app: Relay) -> 
     def polite() -> None:
         while True:  # a long job that checks for cancellation between steps
             job_context().raise_if_cancelled()
-            time.sleep(0.01)
+            time.sleep(STEP)  # the job's own pace between its steps
 
     @app.task
     async def stubborn() -> None:
