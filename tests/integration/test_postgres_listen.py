@@ -24,6 +24,8 @@ __all__ = ["postgres_server", "postgres_url"]
 PROMPT = 5.0  # seconds within which a woken waiter returns (its own timeout is much longer)
 RECONNECT = 10.0  # seconds within which the listener is back
 
+POLL_INTERVAL = 0.01  # seconds between looks at a condition polled against a deadline
+
 
 @pytest.fixture
 async def storage(postgres_url: str) -> AsyncIterator[PostgresStorage]:
@@ -51,7 +53,7 @@ async def wait_for(condition: object, what: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not condition():  # type: ignore[operator]
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(POLL_INTERVAL)
 
 
 async def test_a_notification_from_another_connection_wakes_the_waiter(

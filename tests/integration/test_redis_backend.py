@@ -36,6 +36,8 @@ __all__ = ["redis_server"]  # the session fixture, imported for pytest
 WAKE_TIMEOUT = 5.0  # seconds a woken waiter may take to return
 ALWAYS = {"appendonly": "yes", "appendfsync": "always"}
 
+POLL_INTERVAL = 0.01  # seconds between looks at a condition polled against a deadline
+
 
 class Env:
     """The ``BackendEnv`` shape ``redis_test_url`` reads."""
@@ -66,7 +68,7 @@ async def until(condition: Callable[[], Awaitable[bool]], what: str) -> None:
         if await condition():
             return
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(POLL_INTERVAL)
 
 
 def job(**fields: Any) -> NewJob:

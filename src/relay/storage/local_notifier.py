@@ -2,7 +2,8 @@
 
 Producers and workers may run on different threads and event loops (the sync producer API runs its own
 loop in a thread), so a notification is delivered with ``call_soon_threadsafe`` to each waiter's loop.
-Other processes on the same SQLite file are not reached: they find new jobs by polling.
+Other processes on the same SQLite file are not reached: they find new jobs by polling. The PostgreSQL
+and Redis backends feed one of these from their LISTEN connection or pub/sub subscription.
 """
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ class LocalNotifier:
     async def notify(self, queues: Sequence[str]) -> None:
         self.notify_threadsafe(queues)
 
-    def notify_threadsafe(self, queues: Sequence[str]) -> None:
-        wanted = set(queues)
+    def notify_threadsafe(self, queues: Sequence[str] | None) -> None:
+        """Wake the waiters on any of ``queues``; None wakes every waiter (after a lost connection,
+        say, when nobody knows which queues got jobs meanwhile)."""
+        wanted = None if queues is None else set(queues)
         with self._lock:
-            targets = [w for w in self._waiters if w.queues & wanted]
+            targets = [w for w in self._waiters if wanted is None or w.queues & wanted]
         for waiter in targets:
             # A closed loop raises RuntimeError: its waiter is gone with it.
             with contextlib.suppress(RuntimeError):

@@ -27,6 +27,7 @@ from psycopg import AsyncConnection, Connection
 
 from relay.clock import Clock
 from relay.errors import StorageUnavailableError
+from relay.storage.local_notifier import LocalNotifier
 from relay.storage.params import (
     Capabilities,
     ClaimParams,
@@ -49,7 +50,7 @@ from relay.storage.postgres import admin, maintenance, transactional, writes
 from relay.storage.postgres.database import CONNECTION_ERRORS, Database, connection_kwargs, unavailable
 from relay.storage.postgres.inserts import InsertBatch
 from relay.storage.postgres.leader import LeaderLocks
-from relay.storage.postgres.notifier import Listener, Waiters, notify_payload
+from relay.storage.postgres.notifier import Listener, notify_payload
 from relay.storage.postgres.options import parse_options
 from relay.storage.postgres.sql import Q
 from relay.types import Job, JobState, LogLine, NewJob, QueueInfo, WorkerInfo
@@ -72,7 +73,7 @@ class PostgresStorage:
     def __init__(self, url: str, clock: Clock | None = None, **options: Any) -> None:
         self._options = parse_options(url, options)
         self._db = Database(self._options, clock)
-        self._waiters = Waiters()
+        self._waiters = LocalNotifier()
         self._lock = threading.Lock()  # guards _opening across threads calling open / close
         self._opening: concurrent.futures.Future[None] | None = None
         self._listener: Listener | None = None  # these three live on the backend's loop
@@ -149,7 +150,7 @@ class PostgresStorage:
             return []
         batch = InsertBatch.of(jobs)
         results = await self._db.run(lambda conn, now: writes.insert_jobs(conn, now, batch))
-        self._waiters.wake([r.job.queue for r in results if r.created])
+        self._waiters.notify_threadsafe([r.job.queue for r in results if r.created])
         return results
 
     async def job_claim(self, p: ClaimParams) -> list[Job]:
@@ -240,7 +241,7 @@ class PostgresStorage:
             wrong = sorted(str(s) for s in set(p.states) - JobState.requeueable())
             raise ValueError(f"only dead, failed or cancelled jobs can be requeued, not {', '.join(wrong)}")
         jobs = await self._db.run(lambda conn, now: admin.requeue_jobs(conn, now, p))
-        self._waiters.wake([job.queue for job in jobs])
+        self._waiters.notify_threadsafe([job.queue for job in jobs])
         return jobs
 
     async def job_purge(self, p: PurgeParams) -> int:
@@ -263,7 +264,7 @@ class PostgresStorage:
 
     async def queue_resume(self, name: str) -> None:
         await self._db.run(lambda conn, now: admin.set_paused(conn, now, name, False), idempotent=True)
-        self._waiters.wake([name])  # its waiting jobs may be claimed again
+        self._waiters.notify_threadsafe([name])  # its waiting jobs may be claimed again
 
     async def worker_heartbeat(self, info: WorkerInfo) -> None:
         await self._db.run(lambda conn, now: admin.upsert_worker(conn, now, info), idempotent=True)
@@ -280,12 +281,12 @@ class PostgresStorage:
         """Wake this process's waiters at once, and every other process's through NOTIFY."""
         if not queues:
             return
-        self._waiters.wake(queues)
+        self._waiters.notify_threadsafe(queues)
         payload = notify_payload(queues)
         await self._db.run(lambda conn, now: _notify(conn, payload), idempotent=True)
 
     async def wait_for_jobs(self, queues: Sequence[str], timeout: float) -> bool:
-        return await self._waiters.wait(queues, timeout)
+        return await self._waiters.wait_for_jobs(queues, timeout)
 
     # -- introspection (tests, metrics) ---------------------------------------------------------
 

@@ -3,8 +3,8 @@
 Data flow: statements that make jobs claimable send ``NOTIFY relay_jobs, '["queue", ...]'`` (queries.sql),
 delivered at commit to every process listening on the database. Each process keeps one dedicated
 autocommit connection on the backend's loop that LISTENs (:class:`Listener`) and turns each notification
-into wake-ups of the local waiters (:class:`Waiters`), who may sit on any thread's event loop (workers,
-the sync producer's portal), hence ``call_soon_threadsafe``.
+into wake-ups of the local waiters (a :class:`LocalNotifier`), who may sit on any thread's event loop
+(workers, the sync producer's portal).
 
 When the listening connection drops (server restart, ``pg_terminate_backend``, network), the listener
 reconnects with jittered exponential backoff; notifications sent meanwhile are lost, so after it is back
@@ -15,18 +15,16 @@ own interval, so a process that never gets a notification still runs every job, 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
-import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import psycopg
 from psycopg import AsyncConnection
 
+from relay.storage.local_notifier import LocalNotifier
 from relay.storage.postgres.sql import CHANNEL, Q
 
 log = logging.getLogger("relay.storage.postgres")
@@ -35,44 +33,6 @@ _BACKOFF_FIRST = 0.05  # seconds before the first reconnect attempt
 _BACKOFF_MAX = 5.0
 _HEALTH_CHECK = 15.0  # seconds without a notification before the connection is pinged
 ALL_QUEUES = "*"  # a NOTIFY payload that wakes every waiter (sent when the list would be too long)
-
-
-@dataclass(frozen=True, eq=False)
-class _Waiter:
-    loop: asyncio.AbstractEventLoop
-    event: asyncio.Event
-    queues: frozenset[str]
-
-
-class Waiters:
-    """Local waiters on any event loop, woken per queue (or all at once) from any thread."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._waiters: set[_Waiter] = set()
-
-    def wake(self, queues: Sequence[str] | None) -> None:
-        """Wake the waiters on any of ``queues``; None wakes every waiter."""
-        wanted = None if queues is None else set(queues)
-        with self._lock:
-            targets = [w for w in self._waiters if wanted is None or w.queues & wanted]
-        for waiter in targets:
-            with contextlib.suppress(RuntimeError):  # a closed loop: its waiter is gone with it
-                waiter.loop.call_soon_threadsafe(waiter.event.set)
-
-    async def wait(self, queues: Sequence[str], timeout: float) -> bool:
-        waiter = _Waiter(asyncio.get_running_loop(), asyncio.Event(), frozenset(queues))
-        with self._lock:
-            self._waiters.add(waiter)
-        try:
-            async with asyncio.timeout(timeout):
-                await waiter.event.wait()
-            return True
-        except TimeoutError:
-            return False
-        finally:
-            with self._lock:
-                self._waiters.discard(waiter)
 
 
 def notify_payload(queues: Sequence[str]) -> str:
@@ -95,7 +55,7 @@ def queues_of(payload: str) -> list[str] | None:
 class Listener:
     """The LISTEN connection: runs on the backend's loop until cancelled."""
 
-    def __init__(self, conninfo: str, kwargs: dict[str, Any], waiters: Waiters) -> None:
+    def __init__(self, conninfo: str, kwargs: dict[str, Any], waiters: LocalNotifier) -> None:
         self._conninfo = conninfo
         self._kwargs = kwargs
         self._waiters = waiters
@@ -125,12 +85,12 @@ class Listener:
         self.listening.set()
         if self.connections > 1:
             # Notifications sent while deaf are lost: let every waiter poll once.
-            self._waiters.wake(None)
+            self._waiters.notify_threadsafe(None)
 
     async def _receive(self, conn: AsyncConnection[Any]) -> None:
         while True:
             async for note in conn.notifies(timeout=_HEALTH_CHECK):
                 if note.channel == CHANNEL:
-                    self._waiters.wake(queues_of(note.payload))
+                    self._waiters.notify_threadsafe(queues_of(note.payload))
             # Quiet for a while: a dead peer (no FIN, e.g. a lost network) is only found by talking.
             await conn.execute(Q["ping"])
