@@ -32,8 +32,9 @@ from relay.errors import StorageUnavailableError
 from relay.storage.loop_thread import LoopThread
 from relay.storage.postgres import migrate
 from relay.storage.postgres.options import PostgresOptions
-from relay.storage.postgres.rows import JOB_COLUMNS, use_orjson
+from relay.storage.postgres.rows import use_orjson
 from relay.storage.postgres.sql import Q
+from relay.storage.sql_rows import JOB_COLUMNS
 
 T = TypeVar("T")
 Conn = AsyncConnection[Any]

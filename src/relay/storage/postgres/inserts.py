@@ -20,13 +20,13 @@ from relay.errors import DuplicateJobError, InvalidJobError, StorageUnavailableE
 from relay.storage.params import InsertResult
 from relay.storage.postgres.rows import (
     IDEMPOTENCY_KEY,
-    Row,
     insert_columns,
     inserted_job,
     job_from_row,
     use_orjson,
 )
 from relay.storage.postgres.sql import Q
+from relay.storage.sql_rows import Row
 from relay.types import Job, NewJob, new_job_id
 
 

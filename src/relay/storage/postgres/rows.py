@@ -19,54 +19,25 @@ import orjson
 from psycopg.abc import AdaptContext
 from psycopg.types.json import set_json_loads
 
+from relay.storage.sql_rows import KINDS as _KINDS
+from relay.storage.sql_rows import STATES as _STATES
+from relay.storage.sql_rows import Row, dumps, dumps_or_null
+from relay.storage.sql_rows import backoff as _backoff
+from relay.storage.sql_rows import chain_json as _chain_json
 from relay.types import (
-    JSON,
     AttemptError,
-    Backoff,
-    BackoffKind,
     Job,
-    JobKind,
-    JobState,
     LogLine,
     NewJob,
     WorkerInfo,
 )
 
-#: The ``relay.jobs`` columns, in table order: the shape of every ``SELECT *`` / ``RETURNING *`` row.
-JOB_COLUMNS = (
-    "seq", "id", "queue", "kind", "state", "priority", "attempt", "max_retries",
-    "backoff_kind", "backoff_base", "backoff_max", "timeout", "lease", "run_at", "created_at",
-    "updated_at", "started_at", "finished_at", "lease_token", "lease_expires_at", "worker_id",
-    "cancel_requested", "progress", "idempotency_key", "parent_id", "payload", "on_success",
-    "on_failure", "tags", "metadata", "checkpoint", "result", "errors",
-)  # fmt: skip
-
 SEQ, ID, IDEMPOTENCY_KEY = 0, 1, 23
-
-Row = tuple[Any, ...]
-
-# Enum lookups by value through a dict: cheaper than calling the enum class for every row.
-_STATES = {s.value: s for s in JobState}
-_KINDS = {k.value: k for k in JobKind}
-_BACKOFFS: dict[tuple[str, float, float], Backoff] = {}
 
 
 def use_orjson(context: AdaptContext) -> None:
     """Load ``json`` columns with orjson on this connection or cursor (several times faster)."""
     set_json_loads(orjson.loads, context)
-
-
-def dumps(value: JSON) -> str:
-    return orjson.dumps(value).decode()
-
-
-def dumps_or_null(value: JSON) -> str | None:
-    """JSON text, or SQL NULL for None (a missing checkpoint or result)."""
-    return None if value is None else orjson.dumps(value).decode()
-
-
-def _chain_json(chain: NewJob | None) -> str | None:
-    return None if chain is None else orjson.dumps(chain.to_json()).decode()
 
 
 def _utc(when: datetime) -> datetime:
@@ -76,15 +47,6 @@ def _utc(when: datetime) -> datetime:
 
 def _utc_or_none(when: datetime | None) -> datetime | None:
     return None if when is None else _utc(when)
-
-
-def _backoff(kind: str, base: float, max_: float) -> Backoff:
-    # Backoff is frozen, so equal policies share one instance; few distinct policies exist.
-    key = (kind, base, max_)
-    found = _BACKOFFS.get(key)
-    if found is None:
-        found = _BACKOFFS[key] = Backoff(BackoffKind(kind), base, max_)
-    return found
 
 
 def job_from_row(r: Row) -> Job:

@@ -23,8 +23,9 @@ from relay.storage.params import (
     LogAppend,
 )
 from relay.storage.postgres.inserts import IdTaken, InsertBatch, duplicate_async, insert_async
-from relay.storage.postgres.rows import claim_order, dumps_or_null, job_from_row, log_text
+from relay.storage.postgres.rows import claim_order, job_from_row, log_text
 from relay.storage.postgres.sql import Q
+from relay.storage.sql_rows import dumps_or_null
 from relay.types import Job, JobState, Outcome
 
 Conn = AsyncConnection[Any]

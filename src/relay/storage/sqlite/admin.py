@@ -13,9 +13,9 @@ from typing import Any
 
 from relay.errors import InvalidTransitionError, JobNotFoundError
 from relay.storage.params import JobPage, ListParams, LogParams, PurgeParams, RequeueParams
+from relay.storage.sql_rows import dumps
 from relay.storage.sqlite.rows import (
     SEQ,
-    dumps,
     from_us_or_none,
     job_from_row,
     log_line_from_row,

@@ -29,8 +29,8 @@ from typing import TypeVar
 
 from relay.clock import Clock
 from relay.errors import StorageUnavailableError
+from relay.storage.sql_rows import JOB_COLUMNS
 from relay.storage.sqlite import migrate
-from relay.storage.sqlite.rows import JOB_COLUMNS
 from relay.storage.sqlite.sql import Q
 from relay.types import new_lease_token
 

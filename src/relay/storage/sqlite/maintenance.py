@@ -12,7 +12,8 @@ from datetime import datetime, timedelta
 import orjson
 
 from relay.storage.params import LeaderParams, PruneParams, ReapResult
-from relay.storage.sqlite.rows import dumps, to_us
+from relay.storage.sql_rows import dumps
+from relay.storage.sqlite.rows import to_us
 from relay.storage.sqlite.sql import Q
 from relay.storage.sqlite.writes import insert_jobs
 from relay.types import JobState, NewJob

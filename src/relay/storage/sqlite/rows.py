@@ -13,13 +13,14 @@ from typing import Any
 
 import orjson
 
+from relay.storage.sql_rows import KINDS as _KINDS
+from relay.storage.sql_rows import STATES as _STATES
+from relay.storage.sql_rows import Row, dumps, dumps_or_null
+from relay.storage.sql_rows import backoff as _backoff
+from relay.storage.sql_rows import chain_json as _chain_json
 from relay.types import (
-    JSON,
     AttemptError,
-    Backoff,
-    BackoffKind,
     Job,
-    JobKind,
     JobState,
     LogLine,
     NewJob,
@@ -27,26 +28,11 @@ from relay.types import (
     new_job_id,
 )
 
-#: The ``jobs`` columns, in table order: the shape of every ``SELECT *`` / ``RETURNING *`` row.
-JOB_COLUMNS = (
-    "seq", "id", "queue", "kind", "state", "priority", "attempt", "max_retries",
-    "backoff_kind", "backoff_base", "backoff_max", "timeout", "lease", "run_at", "created_at",
-    "updated_at", "started_at", "finished_at", "lease_token", "lease_expires_at", "worker_id",
-    "cancel_requested", "progress", "idempotency_key", "parent_id", "payload", "on_success",
-    "on_failure", "tags", "metadata", "checkpoint", "result", "errors",
-)  # fmt: skip
-
 # Positions used outside the full mapping.
 SEQ, ID, QUEUE, PRIORITY, RUN_AT, IDEMPOTENCY_KEY = 0, 1, 2, 5, 13, 23
 
-Row = tuple[Any, ...]
-
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
-# Enum lookups by value through a dict: cheaper than calling the enum class for every row.
-_STATES = {s.value: s for s in JobState}
-_KINDS = {k.value: k for k in JobKind}
-_BACKOFFS: dict[tuple[str, float, float], Backoff] = {}
 
 
 def to_us(when: datetime) -> int:
@@ -64,30 +50,8 @@ def from_us_or_none(value: int | None) -> datetime | None:
     return None if value is None else _EPOCH + timedelta(microseconds=value)
 
 
-def dumps(value: JSON) -> str:
-    return orjson.dumps(value).decode()
-
-
-def dumps_or_null(value: JSON) -> str | None:
-    """JSON text, or SQL NULL for None (a missing checkpoint or result)."""
-    return None if value is None else orjson.dumps(value).decode()
-
-
-def _chain_json(chain: NewJob | None) -> str | None:
-    return None if chain is None else orjson.dumps(chain.to_json()).decode()
-
-
 def _chain(text: str | None) -> NewJob | None:
     return None if text is None else NewJob.from_json(orjson.loads(text))
-
-
-def _backoff(kind: str, base: float, max_: float) -> Backoff:
-    # Backoff is frozen, so equal policies share one instance; few distinct policies exist.
-    key = (kind, base, max_)
-    found = _BACKOFFS.get(key)
-    if found is None:
-        found = _BACKOFFS[key] = Backoff(BackoffKind(kind), base, max_)
-    return found
 
 
 def _errors(text: str) -> tuple[AttemptError, ...]:

@@ -25,14 +25,12 @@ from relay.storage.params import (
     InsertResult,
     LogAppend,
 )
+from relay.storage.sql_rows import Row, dumps, dumps_or_null
 from relay.storage.sqlite.rows import (
     ID,
     IDEMPOTENCY_KEY,
     QUEUE,
-    Row,
     claim_order,
-    dumps,
-    dumps_or_null,
     job_from_row,
     new_job_row,
     to_us,
