@@ -43,6 +43,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--shell-jobs", type=int, default=2_000)
     p.add_argument("--processes", type=int, default=os.cpu_count() or 2, help="worker processes")
     p.add_argument("--concurrency", type=int, default=200, help="slots per worker process")
+    p.add_argument("--profile", type=Path, help="write py-spy profiles of the workers to this directory")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     return p.parse_args(argv)
 
@@ -82,6 +83,8 @@ def main(argv: list[str]) -> int:
     for backend in args.backends.split(","):
         with scratch() as tmp, contextmanager(SERVERS[backend])(tmp) as fresh_url:
             for name in args.scenarios.split(","):
+                scenarios.PROFILE.directory = args.profile
+                scenarios.PROFILE.label = f"{backend}-{name}"
                 started = time.perf_counter()
                 try:
                     result = run_one(name, fresh_url(name), args, backend).as_json()
