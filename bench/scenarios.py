@@ -99,7 +99,19 @@ class Profile:
         assert self.directory is not None
         self.directory.mkdir(parents=True, exist_ok=True)
         out = self.directory / f"{self.label}-{name}.txt"
-        argv = ["py-spy", "record", "--pid", str(pid), "--format", "raw", "--rate", "200", "--nonblocking", "--output", str(out)]
+        argv = [
+            "py-spy",
+            "record",
+            "--pid",
+            str(pid),
+            "--format",
+            "raw",
+            "--rate",
+            "200",
+            "--nonblocking",
+            "--output",
+            str(out),
+        ]
         return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
