@@ -13,6 +13,8 @@ from typing import Any
 from relay.errors import ConfigurationError
 from relay.storage.urls import DEFAULT_URL
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name)
@@ -48,6 +50,8 @@ class Settings:
     retention: float = 7 * 86400.0  # seconds finished jobs are kept (0 keeps them forever)
     log_cap: int = 1_000_000  # bytes of output kept per attempt
     log_format: str = "text"  # or "json"
+    # "info" logs one line per finished job; "debug" adds one per claim; "warning" keeps only trouble.
+    log_level: str = "info"
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -69,6 +73,7 @@ class Settings:
             retention=_float(e, "RELAY_RETENTION", cls.retention),
             log_cap=_int(e, "RELAY_LOG_CAP", cls.log_cap),
             log_format=e.get("RELAY_LOG_FORMAT", cls.log_format),
+            log_level=e.get("RELAY_LOG_LEVEL", cls.log_level).lower(),
         )
         return settings.with_overrides(**overrides)
 
@@ -81,4 +86,6 @@ class Settings:
             raise ConfigurationError("concurrency must be at least 1")
         if settings.log_format not in ("text", "json"):
             raise ConfigurationError("log format must be 'text' or 'json'")
+        if settings.log_level not in LOG_LEVELS:
+            raise ConfigurationError(f"log level must be one of {', '.join(LOG_LEVELS)}")
         return settings

@@ -298,6 +298,7 @@ class Cluster:
             "RELAY_LEADER_TTL": str(LEADER_TTL),
             "RELAY_CANCEL_GRACE": "1",
             "RELAY_LOG_FORMAT": "json",
+            "RELAY_LOG_LEVEL": "debug",  # the claim events too: tests check what was (not) claimed
             "PYTHONUNBUFFERED": "1",
             "PYTHONPATH": os.pathsep.join(p for p in (str(work_dir), base.get("PYTHONPATH")) if p),
             WORK_DIR_ENV: str(work_dir),

@@ -356,7 +356,9 @@ def test_task_jobs_run_with_app(relay_cli: RelayCLI, tmp_path: Path) -> None:
         "id"
     ]
 
-    worker = relay_cli("worker", "--app", "tasks:relay", "--burst", "--log-format=json", env=FAST)
+    worker = relay_cli(
+        "worker", "--app", "tasks:relay", "--burst", "--log-format=json", "--log-level=debug", env=FAST
+    )
     assert worker.returncode == 0, worker.stderr
     events = [json.loads(line) for line in worker.stderr.splitlines()]
     assert {"claimed", "completed", "dead"} <= {e.get("event") for e in events}

@@ -59,6 +59,7 @@ class Fleet:
             "RELAY_SCHEDULER_INTERVAL": "0.2",
             "RELAY_LEADER_TTL": "1",
             "RELAY_LOG_FORMAT": "json",
+            "RELAY_LOG_LEVEL": "debug",  # the claim events too: in_flight() needs them
             "PYTHONUNBUFFERED": "1",
         }
         self.relay = Relay(settings=Settings(database_url=url))

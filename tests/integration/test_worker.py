@@ -102,6 +102,54 @@ async def test_timeouts_stop_async_and_cpu_bound_sync_jobs(app: Relay) -> None:
             assert job.errors[-1].type == "Timeout"
 
 
+async def test_a_job_that_ignores_its_timeout_is_abandoned_and_the_worker_goes_on(app: Relay) -> None:
+    release = asyncio.Event()  # set at the end, so the stubborn code finally returns
+    ended = asyncio.Event()
+
+    @app.task(timeout="100ms", max_retries=0)
+    async def stubborn() -> None:
+        try:
+            while not release.is_set():
+                try:
+                    await asyncio.sleep(STEP)
+                except asyncio.CancelledError:
+                    continue  # swallows every cancellation: only abandoning it ends the attempt
+        finally:
+            ended.set()
+
+    @app.task
+    def after() -> str:
+        return "ran"
+
+    handle = await stubborn.enqueue_async()
+    async with running(app.worker(concurrency=1, cancel_grace=0.1)):
+        job = await final(app, handle.id, timeout=30)
+        # The slot is free again: the next job runs although the stubborn code still spins.
+        next_job = await final(app, (await after.enqueue_async()).id)
+        assert not ended.is_set()
+        release.set()
+        await asyncio.wait_for(ended.wait(), timeout=10)
+    assert (job.state, job.errors[-1].type) == (JobState.DEAD, "Timeout")
+    assert (next_job.state, next_job.result) == (JobState.COMPLETED, "ran")
+
+
+async def test_a_job_calling_sys_exit_fails_without_stopping_the_worker(app: Relay) -> None:
+    @app.task(max_retries=0)
+    async def quits() -> None:
+        raise SystemExit(3)
+
+    @app.task
+    async def after() -> str:
+        return "ran"
+
+    first = await quits.enqueue_async()
+    async with running(app.worker(concurrency=1)):
+        job = await final(app, first.id)
+        next_job = await final(app, (await after.enqueue_async()).id)
+    assert (job.state, job.errors[-1].type) == (JobState.DEAD, "SystemExit")
+    assert next_job.result == "ran"
+
+
 async def test_cancelling_a_running_job_asks_first_then_stops_it(app: Relay) -> None:
     @app.task
     def polite() -> None:

@@ -32,11 +32,14 @@ class CliState:
     database_url: str | None = None  # the flag; None lets Settings.from_env read RELAY_DATABASE_URL
     json: bool = False
     log_format: str | None = None
+    log_level: str | None = None
     server_url: str | None = None  # talk to a Relay server instead of storage (--server / RELAY_SERVER_URL)
     _relay: Relay | None = field(default=None, repr=False)
 
     def settings(self, **overrides: Any) -> Settings:
-        return Settings.from_env(database_url=self.database_url, log_format=self.log_format, **overrides)
+        return Settings.from_env(
+            database_url=self.database_url, log_format=self.log_format, log_level=self.log_level, **overrides
+        )
 
     def relay(self) -> Relay:
         """The Relay of this command, opened on first use."""

@@ -21,6 +21,7 @@ from relay.cli import admin, dlq, jobs, server, submit, worker
 from relay.cli.context import CliState
 from relay.cli.output import error_line
 from relay.errors import ConfigurationError, RelayError, StorageUnavailableError
+from relay.settings import LOG_LEVELS
 
 EXIT_USER_ERROR = 1
 EXIT_USAGE = 2
@@ -45,6 +46,9 @@ _NO_ARGS_IS_HELP: type[click.UsageError] = getattr(click.exceptions, "NoArgsIsHe
 )
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
 @click.option("--log-format", type=click.Choice(["text", "json"]), help="Log format of worker and up.")
+@click.option(
+    "--log-level", type=click.Choice(LOG_LEVELS), help="Log level of worker and up (default: info)."
+)
 @click.version_option(__version__, prog_name="relay")
 @click.pass_context
 def cli(
@@ -53,9 +57,16 @@ def cli(
     server_url: str | None,
     as_json: bool,
     log_format: str | None,
+    log_level: str | None,
 ) -> None:
     """Relay: a job queue and job runner. Submit jobs, run workers, and watch and steer both."""
-    ctx.obj = CliState(database_url=database_url, json=as_json, log_format=log_format, server_url=server_url)
+    ctx.obj = CliState(
+        database_url=database_url,
+        json=as_json,
+        log_format=log_format,
+        log_level=log_level,
+        server_url=server_url,
+    )
 
 
 cli.add_command(submit.submit)

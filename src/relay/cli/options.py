@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 import click
 
 from relay.cli.context import CliState
+from relay.settings import LOG_LEVELS
 from relay.types import JobState
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -37,8 +38,20 @@ def _set_log_format(ctx: click.Context, _param: click.Parameter, value: str | No
         ctx.ensure_object(CliState).log_format = value
 
 
+def _set_log_level(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.ensure_object(CliState).log_level = value
+
+
 def log_format_option(f: F) -> F:
-    """``--log-format`` on worker/up: the same as ``relay --log-format … worker``."""
+    """``--log-format`` and ``--log-level`` on worker/up: the same as ``relay --log-format … worker``."""
+    f = click.option(
+        "--log-level",
+        type=click.Choice(LOG_LEVELS),
+        expose_value=False,
+        callback=_set_log_level,
+        help="info (default): a line per finished job; debug: also per claim; warning: only trouble.",
+    )(f)
     option = click.option(
         "--log-format",
         type=click.Choice(["text", "json"]),

@@ -25,7 +25,7 @@ def server(state: CliState, host: str | None, port: int | None, access_log: bool
     state.require_local("server")
     relay = Relay(settings=state.settings())
     check_storage(relay)
-    configure_logging(relay.settings.log_format)
+    configure_logging(relay.settings.log_format, relay.settings.log_level)
     serve(relay, host=host, port=port, access_log=access_log)
 
 

@@ -24,6 +24,7 @@ from relay.cli.options import log_format_option, split_queues
 from relay.errors import ConfigurationError
 from relay.runtime.events import configure_logging
 from relay.runtime.supervisor import Supervisor
+from relay.settings import Settings
 from relay.storage.urls import DEFAULT_URL
 
 DEFAULT_APP_ATTRIBUTE = "relay"
@@ -68,11 +69,11 @@ def worker(
     relay = load_app(app, state) if app else Relay(settings=settings)
     if processes > 1:
         check_storage(relay)
-        configure_logging(settings.log_format)
-        argv = child_argv(settings.log_format, app, queues, concurrency, burst)
+        configure_logging(settings.log_format, settings.log_level)
+        argv = child_argv(settings, app, queues, concurrency, burst)
         env = {**os.environ, "RELAY_DATABASE_URL": relay.settings.database_url}
         raise click.exceptions.Exit(Supervisor(argv, processes, env=env).run())
-    serve(relay, settings.log_format, queues=split_queues(queues), concurrency=concurrency, burst=burst)
+    serve(relay, settings, queues=split_queues(queues), concurrency=concurrency, burst=burst)
 
 
 @click.command()
@@ -105,7 +106,7 @@ def up(
             f"http://{server_settings.host}:{server_settings.port}",
         )
     )
-    configure_logging(settings.log_format)
+    configure_logging(settings.log_format, settings.log_level)
     overrides = {"queues": split_queues(queues), "concurrency": concurrency}
     asyncio.run(_up(relay, server_settings, overrides))
 
@@ -144,11 +145,19 @@ def banner(url: str, queues: tuple[str, ...], api: str) -> str:
 
 
 def child_argv(
-    log_format: str, app: str | None, queues: str | None, concurrency: int | None, burst: bool
+    settings: Settings, app: str | None, queues: str | None, concurrency: int | None, burst: bool
 ) -> list[str]:
     """The `relay …` arguments of one supervised child: this command, with --processes 1.
     The database URL travels in the environment, never in argv, where `ps` would show a password."""
-    argv = ["--log-format", log_format, "worker", "--processes", "1"]
+    argv = [
+        "--log-format",
+        settings.log_format,
+        "--log-level",
+        settings.log_level,
+        "worker",
+        "--processes",
+        "1",
+    ]
     for flag, value in (("--app", app), ("--queues", queues), ("--concurrency", concurrency)):
         if value is not None:
             argv += [flag, str(value)]
@@ -219,9 +228,9 @@ async def _open_and_close(relay: Relay) -> None:
         await relay.storage.close()
 
 
-def serve(relay: Relay, log_format: str, **overrides: Any) -> None:
+def serve(relay: Relay, settings: Settings, **overrides: Any) -> None:
     """Run one worker in this process until it stops; SIGTERM/SIGINT stop it in two phases."""
-    configure_logging(log_format)
+    configure_logging(settings.log_format, settings.log_level)
     asyncio.run(_serve(relay, overrides))
 
 

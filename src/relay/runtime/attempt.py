@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -36,6 +37,7 @@ class Attempt:
     task: asyncio.Task[Any] | None = None  # the coroutine that runs the job's code
     sync_call: SyncCall | None = None  # set while a sync task runs in a pool thread
     next_beat: float = 0.0  # monotonic time its next heartbeat is due (written by the heartbeat thread)
+    on_stop: Callable[[], None] | None = None  # the executor's watch: abandons code that does not stop
 
     def __post_init__(self) -> None:
         self.next_beat = self.started + self.beat_interval
@@ -55,9 +57,12 @@ class Attempt:
 
     def stop(self, reason: StopReason) -> None:
         """Ask the job's code to stop now; the first reason given is the one recorded."""
-        if self.stop_reason is None:
+        first = self.stop_reason is None
+        if first:
             self.stop_reason = reason
         self.stopping.set()
+        if first and self.on_stop is not None:
+            self.on_stop()
         if self.job.kind is JobKind.SHELL:
             return  # run_shell sees `stopping` and kills the process group itself
         if self.sync_call is not None:

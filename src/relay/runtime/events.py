@@ -49,9 +49,12 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-def configure_logging(fmt: str = "text", level: int = logging.INFO) -> None:
+def configure_logging(fmt: str = "text", level: int | str = logging.INFO) -> None:
     """One handler on the root logger, so that libraries' warnings (psycopg's pool, uvicorn) come out
-    in the same format as Relay's own lines; Relay logs at ``level``, libraries at WARNING and above."""
+    in the same format as Relay's own lines; Relay logs at ``level`` (a number or a name such as
+    ``"debug"``), libraries at WARNING and above."""
+    if isinstance(level, str):
+        level = logging.getLevelNamesMapping()[level.upper()]
     handler = logging.StreamHandler()
     if fmt == "json":
         handler.setFormatter(JsonFormatter())

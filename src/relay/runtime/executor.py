@@ -1,6 +1,6 @@
 """Running one attempt, as a pipeline of small steps: resolve → run → classify.
 
-``Executor.execute`` never raises: every way an attempt can end becomes a :class:`FinishItem` for the
+``Executor.start`` never raises: every way an attempt can end becomes one :class:`FinishItem` for the
 completer (a payload the worker cannot execute goes to the dead-letter queue with its reason).
 """
 
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, overload
 
 import orjson
@@ -35,6 +37,26 @@ class UnrunnableJobError(Exception):
     """The job's payload cannot be executed by this worker: it goes to the DLQ, it is not retried."""
 
 
+Outcomes = Callable[[Attempt, FinishItem], None]
+
+
+@dataclass(slots=True)
+class _Run:
+    """The executor's bookkeeping for one attempt."""
+
+    attempt: Attempt
+    on_outcome: Outcomes
+    timers: list[asyncio.TimerHandle] = field(default_factory=list)
+    settled: bool = False  # its outcome was handed over: later events about it are ignored
+
+
+@dataclass(frozen=True, slots=True)
+class _Raised:
+    """An exception the job raised that a task must not raise (it would stop the event loop)."""
+
+    exc: BaseException
+
+
 class Executor:
     def __init__(
         self,
@@ -55,57 +77,83 @@ class Executor:
         self._cancel_grace = cancel_grace
         self._log_cap = log_cap
 
-    async def execute(self, attempt: Attempt) -> FinishItem:
-        """Run the attempt to its end and say how it ended."""
-        item = await self._run_and_classify(attempt)
+    def start(self, attempt: Attempt, on_outcome: Outcomes) -> None:
+        """Start the attempt's code; ``on_outcome(attempt, item)`` is called once, however it ends.
+
+        One task per attempt, and callbacks rather than waiting tasks: the job's task ends (its done
+        callback classifies the outcome), or its timeout fires (a timer stops it), or it does not stop
+        when asked (a timer abandons it ``kill_wait`` seconds after the stop). At thousands of jobs a
+        second, a waiting task per job (and the futures ``asyncio.wait`` makes) was a large share of a
+        worker's CPU.
+        """
+        run = _Run(attempt, on_outcome)
+        if attempt.stop_reason is not None:  # stopped (shutdown) before it even started
+            self._settle(run, self._classify_error(attempt, asyncio.CancelledError()))
+            return
+        loop = asyncio.get_running_loop()
+        task = attempt.task = loop.create_task(self._run(attempt))
+        task.add_done_callback(lambda t: self._on_task_done(run, t))
+        # Shell commands enforce their own timeout (they must kill a whole process group).
+        timeout = None if attempt.job.kind is JobKind.SHELL else attempt.job.timeout
+        if timeout is not None:
+            run.timers.append(loop.call_later(timeout, self._on_timeout, attempt))
+        attempt.on_stop = lambda: run.timers.append(loop.call_later(self._kill_wait, self._abandon, run))
+
+    def _on_timeout(self, attempt: Attempt) -> None:
+        if attempt.stop_reason is None:
+            attempt.stop(StopReason.TIMEOUT)
+
+    def _on_task_done(self, run: _Run, task: asyncio.Task[Any]) -> None:
+        if run.settled:
+            return  # abandoned earlier: its outcome is already recorded
+        if task.cancelled():
+            item = self._classify_error(run.attempt, asyncio.CancelledError())
+        elif (exc := task.exception()) is not None:
+            item = self._classify_error(run.attempt, exc)
+        elif isinstance(value := task.result(), _Raised):
+            item = self._classify_error(run.attempt, value.exc)
+        elif isinstance(value, ShellOutcome):
+            item = self._classify_shell(run.attempt, value)
+        else:
+            item = self._classify_result(run.attempt, value)
+        self._settle(run, item)
+
+    def _abandon(self, run: _Run) -> None:
+        """The job's code did not stop in time: record the outcome without it."""
+        attempt = run.attempt
+        if run.settled or attempt.task is None or attempt.task.done():
+            return
+        # A sync job stuck in C code cannot be interrupted: leave the thread to finish alone, and
+        # give the pool a new one in its place.
+        if attempt.sync_call is not None:
+            self._threads.add_thread()
+        error = JobAbandonedError(f"the job's code did not stop within {self._kill_wait}s")
+        self._settle(run, self._classify_error(attempt, error))
+
+    def _settle(self, run: _Run, item: FinishItem) -> None:
+        run.settled = True
+        for timer in run.timers:
+            timer.cancel()
+        attempt = run.attempt
         if attempt.ctx.cancel_requested and item.outcome in (Outcome.FAILED, Outcome.RELEASED):
             # An operator asked to cancel it: a failure (or shutdown) on the way out must not retry it.
             error = item.error or self._error(attempt, "Cancelled", "cancelled by an operator")
-            return FinishItem(item.job_id, item.lease_token, Outcome.CANCELLED, error=error)
-        return item
-
-    async def _run_and_classify(self, attempt: Attempt) -> FinishItem:
-        try:
-            value = await self._run_with_limits(attempt)
-        # BaseException: a job may raise anything, and how we stop it (CancelledError, JobInterrupted)
-        # is one of these too. The worker never cancels execute() itself; it stops the attempt.
-        except BaseException as exc:
-            return self._classify_error(attempt, exc)
-        if isinstance(value, ShellOutcome):
-            return self._classify_shell(attempt, value)
-        return self._classify_result(attempt, value)
+            item = FinishItem(item.job_id, item.lease_token, Outcome.CANCELLED, error=error)
+        run.on_outcome(attempt, item)
 
     # -- run ------------------------------------------------------------------------------------
 
-    async def _run_with_limits(self, attempt: Attempt) -> Any:
-        if attempt.stop_reason is not None:  # stopped (shutdown) before it even started
-            raise asyncio.CancelledError(f"stopped before it started: {attempt.stop_reason}")
-        task = attempt.task = asyncio.ensure_future(self._run(attempt))
-        # Shell commands enforce their own timeout (they must kill a whole process group).
-        timeout = None if attempt.job.kind is JobKind.SHELL else attempt.job.timeout
-        stop_requested = asyncio.ensure_future(attempt.stopping.wait())
-        try:
-            await asyncio.wait({task, stop_requested}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop_requested.cancel()
-        if not task.done():
-            if attempt.stop_reason is None:
-                attempt.stop(StopReason.TIMEOUT)
-            done, _ = await asyncio.wait({task}, timeout=self._kill_wait)
-            if not done:
-                # A sync job stuck in C code cannot be interrupted: record the outcome, leave the thread
-                # to finish alone, and give the pool a new one in its place.
-                if attempt.sync_call is not None:
-                    self._threads.add_thread()
-                raise JobAbandonedError(f"the job's code did not stop within {self._kill_wait}s")
-        return task.result()
-
     async def _run(self, attempt: Attempt) -> Any:
         job = attempt.job
-        if job.kind is JobKind.SHELL:
-            return await self._run_shell(attempt)
-        if job.kind is JobKind.TASK:
-            return await self._run_task(attempt)
+        try:
+            if job.kind is JobKind.SHELL:
+                return await self._run_shell(attempt)
+            if job.kind is JobKind.TASK:
+                return await self._run_task(attempt)
+        except (KeyboardInterrupt, SystemExit) as exc:
+            # A task re-raises these into the event loop, which would stop the whole worker: a job
+            # calling sys.exit() fails that job, nothing more.
+            return _Raised(exc)
         raise UnrunnableJobError(f"built-in workers do not run {job.kind} jobs")
 
     async def _run_task(self, attempt: Attempt) -> Any:

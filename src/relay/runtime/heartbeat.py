@@ -21,7 +21,6 @@ from relay.types import WorkerInfo
 
 log = logging.getLogger("relay.worker")
 
-IDLE_INTERVAL = 0.3  # seconds between checks when nothing runs (a new job's first beat comes this soon)
 WORKER_BEAT_INTERVAL = 5.0
 
 
@@ -31,14 +30,27 @@ class RunningSet:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._attempts: dict[str, Attempt] = {}
-        # Set when a job is added: the heartbeat thread recomputes when the next beat is due, so a
-        # short-lease job claimed while long-lease jobs run is beaten in time.
+        # Set when a job is added that is due for a beat before the heartbeat thread means to wake
+        # (``wake_at``): a short-lease job claimed while long-lease jobs run is beaten in time. Most
+        # jobs are due later than that, and then the thread is left asleep: waking it (and its scan
+        # of every running job) for each of thousands of claims a second cost more than the jobs.
         self.added = threading.Event()
+        self._wake_at = 0.0
 
     def add(self, attempt: Attempt) -> None:
         with self._lock:
             self._attempts[attempt.job.id] = attempt
-        self.added.set()
+            sooner = attempt.next_beat < self._wake_at
+        if sooner:
+            self.added.set()
+
+    def plan_wake(self, latest: float) -> float:
+        """For the heartbeat thread: the monotonic time of its next wake-up (the earliest beat due,
+        at the latest ``latest``); a job added later that is due sooner wakes it through ``added``."""
+        with self._lock:
+            due = min((a.next_beat for a in self._attempts.values()), default=latest)
+            self._wake_at = min(due, latest)
+            return self._wake_at
 
     def remove(self, attempt: Attempt) -> None:
         """Remove this attempt; a newer attempt of the same job (claimed again) stays."""
@@ -80,19 +92,16 @@ class Heartbeater:
         self._running.added.set()
         self._thread.join(timeout=10)
 
-    @staticmethod
-    def _next_beat(attempts: list[Attempt]) -> float:
-        """Seconds until some job's beat is due (a third of its lease after its last one)."""
-        if not attempts:
-            return IDLE_INTERVAL
-        return max(0.0, min(a.next_beat for a in attempts) - time.monotonic())
-
     def _main(self) -> None:
         loop = asyncio.new_event_loop()
         next_worker_beat = 0.0
         try:
             while not self._stop.is_set():
-                self._running.added.wait(min(self._next_beat(self._running.snapshot()), WORKER_BEAT_INTERVAL))
+                now = time.monotonic()
+                # A job's beat is due a third of its lease after its last one; the worker's own beat
+                # comes every WORKER_BEAT_INTERVAL.
+                wake_at = self._running.plan_wake(min(now + WORKER_BEAT_INTERVAL, next_worker_beat))
+                self._running.added.wait(max(0.0, wake_at - now))
                 self._running.added.clear()
                 attempts = self._running.snapshot()
                 now = time.monotonic()

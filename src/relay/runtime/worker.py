@@ -80,7 +80,9 @@ class Worker:
         self._clock = clock or SystemClock()
         self._started_at = self._clock.now()
         self._running = RunningSet()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._executing: set[Attempt] = set()  # attempts whose outcome is not known yet
+        self._idle = asyncio.Event()  # set while _executing is empty
+        self._idle.set()
         self._stopping = asyncio.Event()  # phase 1: stop claiming
         self._hard_stop = asyncio.Event()  # phase 2: stop running jobs now
         self._wake = asyncio.Event()  # something may be claimable: a notification, a freed slot
@@ -221,13 +223,16 @@ class Worker:
     def _start(self, job: Job) -> None:
         attempt = Attempt(job, JobContext(job))
         self._running.add(attempt)
-        job_event("claimed" if job.attempt == 1 else "retried", job, worker=self.id)
-        task = asyncio.create_task(self._process(attempt))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._executing.add(attempt)
+        self._idle.clear()
+        if log.isEnabledFor(logging.DEBUG):
+            job_event("claimed" if job.attempt == 1 else "retried", job, logging.DEBUG, worker=self.id)
+        self._executor.start(attempt, self._on_outcome)
 
-    async def _process(self, attempt: Attempt) -> None:
-        item = await self._executor.execute(attempt)
+    def _on_outcome(self, attempt: Attempt, item: FinishItem) -> None:
+        self._executing.discard(attempt)
+        if not self._executing:
+            self._idle.set()
         if attempt.stop_reason is StopReason.LEASE_LOST:
             # Another worker may own this job now: its outcome is not ours to record.
             self._running.remove(attempt)
@@ -297,18 +302,24 @@ class Worker:
     # -- shutdown -------------------------------------------------------------------------------
 
     async def _shutdown(self) -> None:
-        if self._tasks and not self._hard_stop.is_set():
-            log.info("waiting up to %.1fs for %d running jobs", self.config.grace_period, len(self._tasks))
+        if self._executing and not self._hard_stop.is_set():
+            log.info(
+                "waiting up to %.1fs for %d running jobs", self.config.grace_period, len(self._executing)
+            )
             hard = asyncio.ensure_future(self._hard_stop.wait())
-            all_done = asyncio.ensure_future(asyncio.wait(set(self._tasks)))
+            all_done = asyncio.ensure_future(self._idle.wait())
             await asyncio.wait(
                 {hard, all_done}, timeout=self.config.grace_period, return_when=asyncio.FIRST_COMPLETED
             )
             hard.cancel()
             all_done.cancel()
-        leftover = [a for a in self._running.snapshot() if a.task is None or not a.task.done()]
-        for attempt in leftover:
+        for attempt in list(self._executing):
             log.warning("releasing job %s after %.1fs of running", attempt.job.id, attempt.elapsed())
             attempt.stop(StopReason.SHUTDOWN)
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=self.config.cancel_grace + 10.0)
+        if self._executing:
+            # Each stopped attempt settles when its code stops, or is abandoned after the kill wait.
+            try:
+                async with asyncio.timeout(self.config.cancel_grace + 10.0):
+                    await self._idle.wait()
+            except TimeoutError:
+                log.error("%d jobs still had no outcome at shutdown", len(self._executing))
