@@ -3,10 +3,11 @@ released, lease_lost. Text for people by default; JSON with ``--log-format json`
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 from relay.types import Job
 
@@ -36,7 +37,7 @@ class JsonFormatter(logging.Formatter):
         out.update(getattr(record, "relay", {}))
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str)
+        return orjson.dumps(out, default=str).decode()
 
 
 class TextFormatter(logging.Formatter):
