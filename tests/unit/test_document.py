@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import string
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -636,3 +637,27 @@ def outcome(doc: object) -> NewJob | InvalidJobError:
 def test_any_unknown_field_is_named(key: str) -> None:
     error = error_for(external(**{key: 1}))
     assert (error.field, error.message.split(";")[0]) == (key, "unknown field")
+
+
+def test_with_payload_changes_the_payload_and_keeps_every_other_field() -> None:
+    chained = NewJob(JobKind.SHELL, {"argv": ["true"]})
+    job = NewJob(
+        JobKind.TASK,
+        {"task": "a"},
+        queue="q",
+        id="job-1",
+        priority=3,
+        run_at=datetime(2030, 1, 1, tzinfo=UTC),
+        delay=4.0,
+        max_retries=7,
+        backoff=Backoff(BackoffKind.LINEAR, 2.0, 9.0),
+        timeout=5.0,
+        lease=6.0,
+        idempotency_key="k",
+        on_success=chained,
+        on_failure=chained,
+        tags=("t",),
+        metadata={"m": 1},
+        checkpoint={"c": 2},
+    )
+    assert job.with_payload({"task": "b"}) == replace(job, payload={"task": "b"})

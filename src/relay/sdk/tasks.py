@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
 import orjson
@@ -106,7 +106,7 @@ class Task(Generic[P, R]):
     def call(self, *args: P.args, **kwargs: P.kwargs) -> TaskCall:
         """The job a call would enqueue, without enqueuing it."""
         a, kw = _json_args(args, kwargs)
-        return TaskCall(replace(self._template, payload={"task": self.name, "args": a, "kwargs": kw}))
+        return TaskCall(self._template.with_payload({"task": self.name, "args": a, "kwargs": kw}))
 
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
         """Enqueue a call. ``connection=conn`` (a psycopg connection; PostgreSQL only) inserts the job in
