@@ -244,8 +244,8 @@ async def _serve(relay: Relay, overrides: dict[str, Any]) -> None:
         worker = relay.worker(**overrides)
         worker.install_signal_handlers()
         # What exists now (modules, the app, open connections) lives as long as the process: moved
-        # out of the collector's generations, a full collection no longer walks it (measured: the
-        # longest collection pauses of a busy worker halved, which is p99 pickup latency).
+        # out of the collector's generations, a full collection no longer walks it. Collection pauses
+        # are pickup latency (one measurement, 30,000 jobs in one process: longest 204 ms -> 123 ms).
         gc.freeze()
         await worker.run()
     finally:
