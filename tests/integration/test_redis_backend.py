@@ -13,21 +13,20 @@ import re
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
+from relay.clock import ManualClock
 from relay.errors import ConfigurationError, StorageUnavailableError
 from relay.storage.params import ClaimParams, FinishItem, ListParams, LogAppend, LogParams, PurgeParams
 from relay.storage.redis import RedisStorage
 from relay.storage.redis.codec import pack_new_job
 from relay.storage.redis.durability import assess
-from relay.storage.redis.keys import TEMPLATES, Keys
+from relay.storage.redis.keys import LAYOUT, TEMPLATES, Keys
 from relay.storage.redis.options import parse_options, redacted
-from relay.storage.redis.scripts import Scripts
-from relay.storage.redis.session import Session, new_client
-from relay.storage.redis.writes import insert
 from relay.types import JobKind, JobState, NewJob, Outcome, new_job_id
 from servers.redis import RedisTestServer, free_port, redis_server, redis_test_url, with_query
 
@@ -176,6 +175,101 @@ async def test_purge_of_a_big_queue_works_in_chunks(storage: RedisStorage) -> No
     assert [(q.name, sum(q.counts.values())) for q in await storage.queue_list()] == [("big", 0), ("kept", 1)]
 
 
+async def test_a_store_of_another_layout_version_is_refused_at_open(url: str) -> None:
+    options = parse_options(url)
+    client = aioredis.Redis.from_url(options.url)
+    try:
+        await client.set(Keys(options.prefix).seq, 7)  # jobs written before the layout marker
+        with pytest.raises(ConfigurationError, match="another version of Relay"):
+            await RedisStorage(url).open()
+        await client.set(Keys(options.prefix).layout, LAYOUT)
+        store = RedisStorage(url)
+        await store.open()
+        await store.close()
+    finally:
+        await client.aclose()
+
+
+async def test_a_big_insert_returns_each_job_as_stored(url: str) -> None:
+    """From 100 jobs an insert builds its results while Redis runs the script, from what it sent:
+    they must be the jobs job_get reads, whatever their options, and an idempotency key already used
+    (before, or earlier in the batch) returns the job that holds it."""
+    clock = ManualClock(datetime(2026, 1, 1, 12, tzinfo=UTC))
+    store = RedisStorage(url, clock=clock)
+    await store.open()
+    try:
+        [held] = [r.job for r in await store.job_insert_many([job(idempotency_key="held")])]
+        clock.advance(1)
+        run_ats = [None, clock.now() - timedelta(seconds=5), clock.now() + timedelta(seconds=5)]
+        specs = [
+            job(
+                queue=f"q{n % 3}",
+                priority=n % 4 - 1,
+                delay=[0.0, 30.0, 0.5][n % 3],
+                run_at=run_ats[n % 5 % 3],
+                idempotency_key=["held", f"k{n // 6}", None][n % 3],  # k0 for 1 and 4, k1 for 7 and 10...
+                tags=("a", f"t{n}") if n % 2 else (),
+                metadata={"n": n} if n % 4 == 0 else {},
+                checkpoint={"step": n} if n % 7 == 0 else None,
+                timeout=10.0 if n % 6 == 0 else None,
+                on_success=job(queue="after") if n % 9 == 0 else None,
+            )
+            for n in range(150)
+        ]
+        results = await store.job_insert_many(specs)
+        assert len(results) == 150
+        for result in results:
+            assert result.job == await store.job_get(result.job.id)
+        assert all(r.job.id == held.id and not r.created for r in results[::3])
+        assert all(r.created for r in results[1::6])
+        pairs = zip(results[4::6], results[1::6], strict=True)  # the second job with a key gets the first
+        assert all(not r.created and r.job.id == first.job.id for r, first in pairs)
+        states = {r.job.state for r in results if r.created}
+        assert states == {JobState.PENDING, JobState.SCHEDULED}
+    finally:
+        await store.close()
+
+
+# -- claims ------------------------------------------------------------------------------------------
+
+
+async def test_a_claim_skips_a_pending_job_due_later_and_leaves_it_claimable(url: str) -> None:
+    """A pending job whose run_at is ahead of the clock (the clock went back) is passed over, not
+    removed, though it comes first in its ready set: the claimed jobs after it are removed one by one."""
+    clock = ManualClock(datetime(2026, 1, 1, 12, tzinfo=UTC))
+    store = RedisStorage(url, clock=clock)
+    await store.open()
+    try:
+        [ahead] = [r.job for r in await store.job_insert_many([job(queue="q", priority=5)])]
+        clock.advance(-10)
+        due = [r.job for r in await store.job_insert_many([job(queue="q") for _ in range(3)])]
+        claimed = await store.job_claim(ClaimParams(["q"], "w", 10))
+        assert [j.id for j in claimed] == [j.id for j in due]
+        assert await store.job_claim(ClaimParams(["q"], "w", 10)) == []
+        clock.advance(10)
+        assert [j.id for j in await store.job_claim(ClaimParams(["q"], "w", 10))] == [ahead.id]
+    finally:
+        await store.close()
+
+
+async def test_a_claim_merges_queues_and_kinds_in_claim_order(storage: RedisStorage) -> None:
+    specs = [
+        job(queue="a", priority=1),
+        NewJob(kind=JobKind.TASK, payload={"task": "t"}, queue="b", priority=3),
+        job(queue="b", priority=1),
+        job(queue="a", priority=3),
+        job(queue="b"),
+    ]
+    ids = [r.job.id for r in await storage.job_insert_many(specs)]
+    params = ClaimParams(["a", "b"], "w", 4, (JobKind.SHELL, JobKind.TASK))
+    claimed = await storage.job_claim(params)
+    assert [j.id for j in claimed] == [ids[1], ids[3], ids[0], ids[2]]
+    assert [j.id for j in await storage.job_claim(params)] == [ids[4]]
+    counts = {q.name: q.counts for q in await storage.queue_list()}
+    assert (counts["a"][JobState.RUNNING], counts["b"][JobState.RUNNING]) == (2, 3)
+    assert sum(counts["a"].values()) + sum(counts["b"].values()) == 5
+
+
 # -- logs --------------------------------------------------------------------------------------------
 
 
@@ -248,24 +342,19 @@ async def test_a_closed_storage_is_storage_unavailable(url: str) -> None:
         await store.job_get("x")
 
 
-async def test_an_insert_sent_again_after_a_lost_reply_returns_its_own_jobs(url: str) -> None:
+async def test_an_insert_sent_again_after_a_lost_reply_returns_its_own_jobs(storage: RedisStorage) -> None:
     """The retry policy may send an insert twice; its batch token makes the second call harmless."""
-    options = parse_options(url)
-    client = new_client(options)
-    session = Session(client, Scripts(client, options.prefix), Keys(options.prefix), options, None, "o")
-    try:
-        packed = [
-            pack_new_job(job(id="chosen"), "chosen"),
-            pack_new_job(job(idempotency_key="k"), new_job_id()),
-        ]
-        first = await insert(session, packed, "batch-1")
-        again = await insert(session, packed, "batch-1")
-        assert [r.created for r in again] == [True, True]
-        assert [r.job for r in again] == [r.job for r in first]
-        other = await insert(session, packed[1:], "batch-2")  # another call: the key returns the job
-        assert [(r.created, r.job.id) for r in other] == [(False, first[1].job.id)]
-    finally:
-        await client.aclose()
+    packed = [
+        pack_new_job(job(id="chosen"), "chosen"),
+        pack_new_job(job(idempotency_key="k"), new_job_id()),
+    ]
+    first = await storage._insert(packed, "batch-1")
+    again = await storage._insert(packed, "batch-1")
+    assert [r.created for r in again] == [True, True]
+    assert [r.job for r in again] == [r.job for r in first]
+    assert [r.job for r in first] == [await storage.job_get(r.job.id) for r in first]
+    other = await storage._insert(packed[1:], "batch-2")  # another call: the key returns the job
+    assert [(r.created, r.job.id) for r in other] == [(False, first[1].job.id)]
 
 
 # -- wake-ups ----------------------------------------------------------------------------------------

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import orjson
+
 from relay.errors import InvalidTransitionError, JobNotFoundError
 from relay.storage.params import JobPage, ListParams, LogParams
 from relay.storage.redis.codec import (
-    Hash,
+    FIELDS,
+    Times,
     from_us,
-    job_from_flat,
-    job_from_hash,
-    job_seq,
+    job_from_fields,
+    jobs_from_pairs,
     log_line,
-    to_hash,
     worker_from_json,
 )
 from relay.storage.redis.session import Session
@@ -30,8 +31,8 @@ _STATES = list(JobState)  # the order of queue_list.lua's counts
 
 
 async def get_job(s: Session, job_id: str) -> Job | None:
-    h: Hash = await s.client.hgetall(s.keys.job(job_id))  # type: ignore[assignment]  # bytes replies
-    return job_from_hash(h) if h else None
+    values: list[bytes | None] = await s.client.hmget(s.keys.job(job_id), FIELDS)  # type: ignore[assignment]
+    return job_from_fields(job_id, values)
 
 
 # -- listing -------------------------------------------------------------------------------------------
@@ -53,12 +54,13 @@ async def list_jobs(s: Session, p: ListParams) -> JobPage:
     chunk = p.limit + 1 if needle is None else max(p.limit + 1, _TEXT_CHUNK)
     filters = [[str(v) for v in dict.fromkeys(values)] for values in (p.states, p.queues, p.kinds)]
     found: list[tuple[int, Job]] = []
+    times: Times = {}
     while len(found) <= p.limit:
         reply = await s.scripts.job_list(before, chunk, *filters)
-        for flat in reply[1:]:
-            h = to_hash(flat)
-            if needle is None or _mentions(h, needle):
-                found.append((job_seq(h), job_from_hash(h)))
+        for x in range(1, len(reply), 3):
+            job = job_from_fields(reply[x].decode(), reply[x + 2], times)
+            if job is not None and (needle is None or _mentions(job, needle)):
+                found.append((int(reply[x + 1]), job))
         before = reply[0].decode()
         if not before:
             break
@@ -67,12 +69,12 @@ async def list_jobs(s: Session, p: ListParams) -> JobPage:
     return JobPage([job for _, job in page], cursor)
 
 
-def _mentions(h: Hash, needle: str) -> bool:
+def _mentions(job: Job, needle: str) -> bool:
     """Whether ``needle`` (casefolded: Unicode-aware, as on every backend) is in the id, a tag, or the
     payload's JSON text (orjson's, the same text the other backends search)."""
-    if needle in h[b"id"].decode().casefold() or needle in h[b"payload"].decode().casefold():
+    if needle in job.id.casefold() or any(needle in tag.casefold() for tag in job.tags):
         return True
-    return h[b"tags"] != b"[]" and needle in h[b"tags"].decode().casefold()
+    return needle in orjson.dumps(job.payload).decode().casefold()
 
 
 # -- changes -------------------------------------------------------------------------------------------
@@ -81,22 +83,23 @@ def _mentions(h: Hash, needle: str) -> bool:
 async def cancel_job(s: Session, job_id: str) -> Job:
     """Rule 12."""
     reply = await s.scripts.cancel(s.now(), job_id)
-    return _one_job(reply, job_id, "cancel")
+    return _one_job(reply, job_id, "cancel", 1)
 
 
 async def requeue_one(s: Session, job_id: str) -> list[Job]:
     """Rule 13, one job."""
     reply = await s.scripts.requeue(s.now(), job_id, "", [])
-    return [_one_job(reply, job_id, "requeue")]
+    return [_one_job(reply, job_id, "requeue", 2)]
 
 
 async def requeue_many(s: Session, states: Sequence[JobState], queue: str | None) -> list[Job]:
     """Rule 13, in bulk (the caller checked that ``states`` are requeueable)."""
     reply = await s.scripts.requeue(s.now(), "", queue or "", [str(state) for state in dict.fromkeys(states)])
-    return [job_from_flat(flat) for flat in reply[1:]]
+    return jobs_from_pairs(reply, 1)
 
 
-def _one_job(reply: list[object], job_id: str, action: str) -> Job:
+def _one_job(reply: list[object], job_id: str, action: str, at: int) -> Job:
+    """A script's ``{'ok', ...}`` with the job's HGETALL at ``reply[at]``, or its refusal."""
     tag = reply[0]
     if tag == b"missing":
         raise JobNotFoundError(job_id)
@@ -104,9 +107,11 @@ def _one_job(reply: list[object], job_id: str, action: str) -> Job:
         state = reply[1]
         assert isinstance(state, bytes)
         raise InvalidTransitionError(job_id, state.decode(), action)
-    flat = reply[1]
-    assert isinstance(flat, list)
-    return job_from_flat(flat)
+    values = reply[at]
+    assert isinstance(values, list)
+    job = job_from_fields(job_id, values)
+    assert job is not None  # read by the script that changed it
+    return job
 
 
 async def purge_jobs(s: Session, states: Sequence[JobState], queue: str | None) -> int:
@@ -147,6 +152,6 @@ async def list_queues(s: Session) -> list[QueueInfo]:
 
 
 async def list_workers(s: Session) -> list[WorkerInfo]:
-    raw: Hash = await s.client.hgetall(s.keys.workers)  # type: ignore[assignment]  # bytes replies
+    raw: dict[bytes, bytes] = await s.client.hgetall(s.keys.workers)  # type: ignore[assignment]  # bytes
     workers = [worker_from_json(value) for value in raw.values()]
     return sorted(workers, key=lambda info: info.id)

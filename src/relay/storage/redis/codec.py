@@ -1,15 +1,31 @@
 """Between Relay's types and what Redis stores: job hashes, packed inserts, errors, log lines, workers.
 
-A job is one hash (``P:job:<id>``), one field per :class:`relay.types.Job` attribute, every value a
-string: integers and floats in Python's shortest exact ``str`` form, times as integer microseconds
-since the epoch, JSON values (payload, metadata, checkpoint, result, tags, errors, chained jobs in their
-``NewJob.to_json`` form) as orjson text. A field that is absent means None. Besides the attributes a
-hash holds ``seq`` (insertion order), ``lease_us`` (the lease in µs, for the scripts' arithmetic),
-``on_success_spec`` / ``on_failure_spec`` (the chained job packed as :func:`pack_new_job` does, ready for
-a script to insert), ``batch`` (the token of the insert call that wrote it) and ``log_seq``.
+A job is one hash (``P:job:<id>``, layout version :data:`relay.storage.redis.keys.LAYOUT`) in two parts:
 
-Every script returns jobs as their ``HGETALL``, and :func:`job_from_hash` is the only way back to a
-:class:`Job`: the job an insert or a claim returns is exactly the job ``job_get`` reads afterwards.
+- ``doc``: what never changes after the insert, one orjson object made by :func:`job_doc` in Python and
+  only read by Python: ``payload``, ``queue``, ``kind``, ``priority``, ``max_retries``, ``backoff``
+  (``[kind, base, max]``), ``lease``, and when not None or empty ``timeout``, ``idempotency_key``,
+  ``tags``, ``metadata``, ``on_success`` / ``on_failure`` (chained jobs in their ``NewJob.to_json``
+  form). One field for what took ten: Redis pays for every field it writes and every value a script
+  reads back, and Python decodes them all in one call.
+- the fields the scripts read or change, every value a string: ``state``, ``run_at``, ``created_at``,
+  ``updated_at``, ``attempt``, ``started_at``, ``finished_at``, ``lease_token``, ``lease_expires_at``,
+  ``worker_id``, ``cancel_requested`` (``1``), ``progress``, ``checkpoint``, ``result``, ``errors``,
+  ``parent_id`` (these and ``doc`` are :data:`FIELDS`, what Python reads); and copies of what the
+  scripts need of the doc: ``queue``, ``kind``, ``score`` (-priority: the ready set's score),
+  ``max_retries``, ``lease_us`` (the lease in µs), ``idempotency_key``; plus ``seq`` (insertion order,
+  16 digits with leading zeros: the form the ready set's members hold), ``on_success_spec`` /
+  ``on_failure_spec`` (the chained job packed as :func:`pack_new_job` does, ready for a script to
+  insert), ``batch`` (the token of the insert call that wrote it) and ``log_seq``.
+
+Integers and floats are in Python's shortest exact ``str`` form, times integer microseconds since the
+epoch, JSON values orjson text. Absent means None, except ``attempt`` (0), ``errors`` ([]) and
+``checkpoint`` (null): an insert writes only what it must. The id is not stored: it is the key's last
+part, and scripts return it beside the job's :data:`FIELDS` (``HMGET``, not ``HGETALL``: half the
+strings for Redis to convert, since no field names come back).
+
+:func:`job_from_fields` is the way back to a :class:`Job`; :func:`draft_job` and :func:`stamp_job` build
+the same Job from what an insert sent, so that an insert need not read its jobs back.
 
 Errors are stored with ``at_us`` (an integer) instead of ``at`` (ISO text), so that the reaper's Lua can
 write its ``LeaseExpired`` error without formatting dates.
@@ -19,11 +35,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 import orjson
 
 from relay.errors import InvalidJobError
+from relay.storage.redis.bulk import collector_paused
 from relay.types import (
     JSON,
     AttemptError,
@@ -40,10 +58,12 @@ from relay.types import (
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 _STATES = {s.value.encode(): s for s in JobState}
-_KINDS = {k.value.encode(): k for k in JobKind}
-_BACKOFFS: dict[tuple[bytes, bytes, bytes], Backoff] = {}
+_KINDS = {k.value: k for k in JobKind}
+_BACKOFFS: dict[tuple[str, float, float], Backoff] = {}
 
-Hash = dict[bytes, bytes]
+#: Times already converted during one call, by their stored text: the jobs of one batch share most
+#: of theirs (created, started, updated at the same script's now), and a datetime costs a microsecond.
+Times = dict[bytes, datetime]
 
 
 # -- scalars -------------------------------------------------------------------------------------------
@@ -60,6 +80,7 @@ def from_us(value: bytes | str | int) -> datetime:
     return _EPOCH + timedelta(microseconds=int(value))
 
 
+@lru_cache(maxsize=256)  # a handful of distinct delays and leases, packed for every job
 def duration_us(seconds: float) -> int:
     """``seconds`` in µs, rounded as ``timedelta`` rounds (so ``now + delay`` matches other backends)."""
     return timedelta(seconds=seconds) // _US
@@ -75,145 +96,223 @@ def encode_json(value: JSON, field: str) -> str:
 
 # -- inserting -----------------------------------------------------------------------------------------
 
+#: Positions in a packed job (``P_*`` in ``_lib.lua``).
+ID, IDEM, RUN_AT, DELAY, QUEUE, KIND, SCORE, MAX_RETRIES, LEASE_US, DOC, CHECKPOINT = range(11)
+
 
 def pack_new_job(spec: NewJob, job_id: str) -> list[str]:
-    """``spec`` as the insert scripts read it (``parse_spec`` in ``_lib.lua``): a header, then the
-    field/value pairs stored as they are. ``job_id`` '' lets the script make an id (chained jobs)."""
-    pairs = _new_job_fields(spec)
+    """``spec`` as the insert scripts read it (``P_*`` in ``_lib.lua``): id, idempotency key, run_at
+    ('' = now + delay), delay µs, queue, kind, -priority (the ready set's score), max_retries, lease
+    µs, :func:`job_doc`, checkpoint JSON ('' = null), then the packed on_success and on_failure jobs as
+    JSON text ('' = none). Numbers are formatted here, once, not by the script for every job.
+    ``job_id`` '' lets the script make an id (chained jobs)."""
+    kind = spec.kind if isinstance(spec.kind, JobKind) else JobKind(spec.kind)
     return [
         job_id,
         spec.idempotency_key or "",
         "" if spec.run_at is None else str(to_us(spec.run_at)),
         str(duration_us(spec.delay)),
         spec.queue,
-        str(JobKind(spec.kind)),
-        str(int(spec.priority)),
-        str(len(pairs) // 2),
-        *pairs,
+        kind.value,
+        str(-int(spec.priority)),
+        str(int(spec.max_retries)),
+        str(duration_us(spec.lease)),
+        job_doc(spec, kind),
+        "" if spec.checkpoint is None else encode_json(spec.checkpoint, "checkpoint"),
+        _packed_chain(spec.on_success),
+        _packed_chain(spec.on_failure),
     ]
 
 
-def _new_job_fields(spec: NewJob) -> list[str]:
+def _packed_chain(chain: NewJob | None) -> str:
+    # Its doc was encoded by pack_new_job, which named any field JSON cannot carry: strings only here.
+    return "" if chain is None else orjson.dumps(pack_new_job(chain, chain.id or "")).decode()
+
+
+def job_doc(spec: NewJob, kind: JobKind) -> str:
+    """The ``doc`` field of ``spec``'s hash, encoded in one call (a field that JSON cannot carry is
+    named in the error)."""
     b = spec.backoff
-    pairs = [
-        "max_retries", str(int(spec.max_retries)),
-        "backoff_kind", str(BackoffKind(b.kind)), "backoff_base", str(b.base), "backoff_max", str(b.max),
-        "lease", str(spec.lease), "lease_us", str(duration_us(spec.lease)),
-        "payload", encode_json(spec.payload, "payload"),
-        "tags", encode_json(list(spec.tags), "tags"),
-        "metadata", encode_json(dict(spec.metadata), "metadata"),
-        "checkpoint", encode_json(spec.checkpoint, "checkpoint"),
-    ]  # fmt: skip
+    doc: dict[str, Any] = {
+        "payload": spec.payload,
+        "queue": spec.queue,
+        "kind": kind,  # orjson writes an enum as its value
+        "priority": int(spec.priority),
+        "max_retries": int(spec.max_retries),
+        "backoff": [b.kind, float(b.base), float(b.max)],
+        "lease": float(spec.lease),
+    }
     if spec.timeout is not None:
-        pairs += ["timeout", str(spec.timeout)]
-    for name, chain in (("on_success", spec.on_success), ("on_failure", spec.on_failure)):
-        if chain is not None:
-            packed = pack_new_job(chain, chain.id or "")
-            pairs += [name, encode_json(chain.to_json(), name), f"{name}_spec", encode_json(packed, name)]
-    return pairs
+        doc["timeout"] = float(spec.timeout)
+    if spec.idempotency_key:
+        doc["idempotency_key"] = spec.idempotency_key
+    if spec.tags:
+        doc["tags"] = list(spec.tags)
+    if spec.metadata:
+        doc["metadata"] = dict(spec.metadata)
+    if spec.on_success is not None:
+        doc["on_success"] = spec.on_success.to_json()
+    if spec.on_failure is not None:
+        doc["on_failure"] = spec.on_failure.to_json()
+    try:
+        return orjson.dumps(doc).decode()
+    except orjson.JSONEncodeError:
+        for field, value in doc.items():
+            encode_json(value, field)  # raises InvalidJobError naming the field
+        raise
 
 
-def inserted_hash(
-    packed: list[str], *, seq: bytes, state: bytes, run_at: bytes, now: bytes, batch: str
-) -> Hash:
-    """The hash ``write_job`` (``_lib.lua``) stored for ``packed``, rebuilt from what the insert sent and
-    the few values the script chose, so that an insert need not read every new job back."""
-    job_id, idem, _run_at, _delay, queue, kind, priority, _n, *pairs = packed
-    h: Hash = {pairs[i].encode(): pairs[i + 1].encode() for i in range(0, len(pairs), 2)}
-    h[b"id"], h[b"seq"], h[b"state"], h[b"queue"] = job_id.encode(), seq, state, queue.encode()
-    h[b"kind"], h[b"priority"], h[b"run_at"] = kind.encode(), priority.encode(), run_at
-    h[b"created_at"] = h[b"updated_at"] = now
-    h[b"attempt"], h[b"errors"], h[b"batch"] = b"0", b"[]", batch.encode()
-    if idem:
-        h[b"idempotency_key"] = idem.encode()
-    return h
+#: The times of a draft (:func:`draft_job`) until :func:`stamp_job` sets the script's.
+_UNSTAMPED = _EPOCH
+
+
+def draft_job(packed: list[str]) -> Job:
+    """The job the insert script writes for ``packed``, but for the times it chooses (its now, and the
+    state and run_at that follow): the very Job that :func:`job_from_fields` reads back, its JSON values
+    decoded from the text sent (not shared with the caller's NewJob). Built while Redis runs the script,
+    and finished by :func:`stamp_job` when the reply comes."""
+    delay = 0 if packed[RUN_AT] else int(packed[DELAY])
+    d = orjson.loads(packed[DOC])
+    checkpoint = packed[CHECKPOINT]
+    return Job(
+        id=packed[ID],
+        queue=d["queue"],
+        kind=_KINDS[d["kind"]],
+        payload=d["payload"],
+        # run_at = now + delay is due (pending) unless the delay is positive; a given run_at: stamp_job.
+        state=JobState.SCHEDULED if delay > 0 else JobState.PENDING,
+        priority=d["priority"],
+        attempt=0,
+        max_retries=d["max_retries"],
+        backoff=_backoff(d["backoff"]),
+        timeout=d.get("timeout"),
+        lease=d["lease"],
+        run_at=from_us(packed[RUN_AT]) if packed[RUN_AT] else _UNSTAMPED,
+        created_at=_UNSTAMPED,
+        updated_at=_UNSTAMPED,
+        idempotency_key=d.get("idempotency_key"),
+        on_success=_chain(d.get("on_success")),
+        on_failure=_chain(d.get("on_failure")),
+        tags=tuple(d["tags"]) if "tags" in d else (),
+        metadata=d.get("metadata") or {},
+        checkpoint=orjson.loads(checkpoint) if checkpoint else None,
+    )
+
+
+def stamp_job(draft: Job, packed: list[str], now_us: int, now: datetime) -> None:
+    """Sets on ``draft`` (:func:`draft_job`) what the insert script chose for ``packed`` at ``now_us``
+    (``now``), as ``write_job`` in ``_lib.lua`` does. A Job is frozen, but nobody else holds a draft yet:
+    three assignments here cost a tenth of building the job again after the reply."""
+    set_field = object.__setattr__
+    set_field(draft, "created_at", now)
+    set_field(draft, "updated_at", now)
+    if packed[RUN_AT]:
+        if int(packed[RUN_AT]) > now_us:
+            set_field(draft, "state", JobState.SCHEDULED)
+    else:
+        delay = int(packed[DELAY])
+        set_field(draft, "run_at", now if delay == 0 else from_us(now_us + delay))
 
 
 # -- reading jobs --------------------------------------------------------------------------------------
 
+#: What Python reads of a job hash, in this order (``HMGET``; the scripts get this very list as
+#: ``READ``, see :mod:`.scripts`).
+FIELDS = (
+    "doc", "state", "run_at", "created_at", "updated_at", "attempt", "started_at", "finished_at",
+    "lease_token", "lease_expires_at", "worker_id", "cancel_requested", "progress", "checkpoint",
+    "result", "errors", "parent_id",
+)  # fmt: skip
 
-def to_hash(flat: Sequence[bytes]) -> Hash:
-    """An ``HGETALL`` reply (field, value, field, value...) as a dict."""
-    return dict(zip(flat[::2], flat[1::2], strict=True))
-
-
-def _text(h: Hash, field: bytes) -> str | None:
-    value = h.get(field)
-    return None if value is None else value.decode()
-
-
-def _time(h: Hash, field: bytes) -> datetime | None:
-    value = h.get(field)
-    return None if value is None else _EPOCH + timedelta(microseconds=int(value))
+Values = Sequence[bytes | None]
 
 
-def _float(h: Hash, field: bytes) -> float | None:
-    value = h.get(field)
-    return None if value is None else float(value)
-
-
-def _chain(h: Hash, field: bytes) -> NewJob | None:
-    value = h.get(field)
-    return None if value is None else NewJob.from_json(orjson.loads(value))
-
-
-def _backoff(h: Hash) -> Backoff:
-    # Backoff is frozen, so equal policies share one instance; few distinct policies exist.
-    key = (h[b"backoff_kind"], h[b"backoff_base"], h[b"backoff_max"])
-    found = _BACKOFFS.get(key)
+def _at(times: Times, value: bytes) -> datetime:
+    found = times.get(value)
     if found is None:
-        found = _BACKOFFS[key] = Backoff(BackoffKind(key[0].decode()), float(key[1]), float(key[2]))
+        found = times[value] = _EPOCH + timedelta(microseconds=int(value))
     return found
 
 
-def _errors(raw: bytes) -> tuple[AttemptError, ...]:
-    if raw == b"[]":
+def _time(times: Times, value: bytes | None) -> datetime | None:
+    return None if value is None else _at(times, value)
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode()
+
+
+def _chain(value: dict[str, JSON] | None) -> NewJob | None:
+    return None if value is None else NewJob.from_json(value)
+
+
+def _backoff(value: list[Any]) -> Backoff:
+    # Backoff is frozen, so equal policies share one instance; few distinct policies exist.
+    key = (value[0], value[1], value[2])
+    found = _BACKOFFS.get(key)
+    if found is None:
+        found = _BACKOFFS[key] = Backoff(BackoffKind(key[0]), float(key[1]), float(key[2]))
+    return found
+
+
+def _errors(raw: bytes | None) -> tuple[AttemptError, ...]:
+    if raw is None or raw == b"[]":
         return ()
     return tuple(error_from_json(e) for e in orjson.loads(raw))
 
 
-def job_seq(h: Hash) -> int:
-    return int(h[b"seq"])
-
-
-def job_from_hash(h: Hash) -> Job:
-    """The :class:`Job` a job hash holds (see the module docstring for the fields)."""
+def job_from_fields(job_id: str, values: Values, times: Times | None = None) -> Job | None:
+    """The :class:`Job` whose :data:`FIELDS` are ``values``, or None when there is no such job.
+    ``times``: conversions to share between the jobs of one reply."""
+    (doc, state, run_at, created_at, updated_at, attempt, started_at, finished_at, lease_token,
+     lease_expires_at, worker_id, cancel_requested, progress, checkpoint, result, errors,
+     parent_id) = values  # fmt: skip
+    if doc is None or state is None or run_at is None or created_at is None or updated_at is None:
+        return None
+    if times is None:
+        times = {}
+    d = orjson.loads(doc)
     return Job(
-        id=h[b"id"].decode(),
-        queue=h[b"queue"].decode(),
-        kind=_KINDS[h[b"kind"]],
-        payload=orjson.loads(h[b"payload"]),
-        state=_STATES[h[b"state"]],
-        priority=int(h[b"priority"]),
-        attempt=int(h[b"attempt"]),
-        max_retries=int(h[b"max_retries"]),
-        backoff=_backoff(h),
-        timeout=_float(h, b"timeout"),
-        lease=float(h[b"lease"]),
-        run_at=_EPOCH + timedelta(microseconds=int(h[b"run_at"])),
-        created_at=_EPOCH + timedelta(microseconds=int(h[b"created_at"])),
-        updated_at=_EPOCH + timedelta(microseconds=int(h[b"updated_at"])),
-        idempotency_key=_text(h, b"idempotency_key"),
-        on_success=_chain(h, b"on_success"),
-        on_failure=_chain(h, b"on_failure"),
-        tags=tuple(orjson.loads(h[b"tags"])),
-        metadata=orjson.loads(h[b"metadata"]),
-        started_at=_time(h, b"started_at"),
-        finished_at=_time(h, b"finished_at"),
-        lease_token=_text(h, b"lease_token"),
-        lease_expires_at=_time(h, b"lease_expires_at"),
-        worker_id=_text(h, b"worker_id"),
-        cancel_requested=h.get(b"cancel_requested") == b"1",
-        progress=_float(h, b"progress"),
-        checkpoint=orjson.loads(h[b"checkpoint"]),
-        result=orjson.loads(h[b"result"]) if b"result" in h else None,
-        errors=_errors(h[b"errors"]),
-        parent_id=_text(h, b"parent_id"),
+        id=job_id,
+        queue=d["queue"],
+        kind=_KINDS[d["kind"]],
+        payload=d["payload"],
+        state=_STATES[state],
+        priority=d["priority"],
+        attempt=0 if attempt is None else int(attempt),
+        max_retries=d["max_retries"],
+        backoff=_backoff(d["backoff"]),
+        timeout=d.get("timeout"),
+        lease=d["lease"],
+        run_at=_at(times, run_at),
+        created_at=_at(times, created_at),
+        updated_at=_at(times, updated_at),
+        idempotency_key=d.get("idempotency_key"),
+        on_success=_chain(d.get("on_success")),
+        on_failure=_chain(d.get("on_failure")),
+        tags=tuple(d["tags"]) if "tags" in d else (),
+        metadata=d.get("metadata") or {},
+        started_at=_time(times, started_at),
+        finished_at=_time(times, finished_at),
+        lease_token=_text(lease_token),
+        lease_expires_at=_time(times, lease_expires_at),
+        worker_id=_text(worker_id),
+        cancel_requested=cancel_requested == b"1",
+        progress=None if progress is None else float(progress),
+        checkpoint=None if checkpoint is None else orjson.loads(checkpoint),
+        result=None if result is None else orjson.loads(result),
+        errors=_errors(errors),
+        parent_id=_text(parent_id),
     )
 
 
-def job_from_flat(flat: Sequence[bytes]) -> Job:
-    return job_from_hash(to_hash(flat))
+def jobs_from_pairs(reply: Sequence[Any], start: int = 0) -> list[Job]:
+    """``[id, values, id, values, ...]`` (a script's reply, from ``reply[start]`` on) as Jobs; a job
+    missing meanwhile is left out."""
+    times: Times = {}
+    with collector_paused((len(reply) - start) // 2):
+        jobs = (job_from_fields(reply[x].decode(), reply[x + 1], times) for x in range(start, len(reply), 2))
+        return [job for job in jobs if job is not None]
 
 
 # -- errors, log lines, workers ------------------------------------------------------------------------

@@ -8,9 +8,10 @@ free-form part (a job id, a queue name) always comes last, so no two templates c
 Layout (``P`` = the prefix; times are integer microseconds since the epoch, "seq" is the insertion
 order)::
 
+    P:layout                    string  the layout version below (LAYOUT), set by the first insert
     P:seq                       string  INCR counter: each job's seq (insertion order)
-    P:job:<id>                  hash    one job, one field per Job attribute (absent field = None)
-    P:jobs                      zset    every job id, score seq: newest-first listing without a filter
+    P:job:<id>                  hash    one job: ``doc`` (what never changes, as JSON) and one field
+                                        per attribute that changes (see :mod:`.codec`)
     P:idem                      hash    idempotency key -> job id
     P:queues                    hash    every known queue -> "1" paused / "0" not
     P:idx:<state>:<queue>       zset    job ids of one queue in one state, score seq: counts, filtered
@@ -39,9 +40,9 @@ from types import MappingProxyType
 #: name -> template after the prefix. The Lua side reads this very table (see ``lua_table``).
 TEMPLATES: Mapping[str, str] = MappingProxyType(
     {
+        "layout": "layout",
         "seq": "seq",
         "job": "job:%s",
-        "jobs": "jobs",
         "idem": "idem",
         "queues": "queues",
         "idx": "idx:%s:%s",  # state, queue
@@ -57,6 +58,11 @@ TEMPLATES: Mapping[str, str] = MappingProxyType(
 )
 
 DEFAULT_PREFIX = "relay"
+
+#: The version of the layout above and of the job hash (:mod:`.codec`), stored in ``P:layout`` by the
+#: first insert; a store written with another version is refused at open. 2: the job's unchanging
+#: attributes in one ``doc`` field, no ``id`` field (Relay before that wrote no ``P:layout``).
+LAYOUT = "2"
 
 
 class Keys:
@@ -74,6 +80,14 @@ class Keys:
 
     def job(self, job_id: str) -> str:
         return self._key("job", job_id)
+
+    @property
+    def layout(self) -> str:
+        return self._key("layout")
+
+    @property
+    def seq(self) -> str:
+        return self._key("seq")
 
     @property
     def workers(self) -> str:

@@ -37,9 +37,9 @@ from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from relay.clock import Clock
-from relay.errors import StorageUnavailableError
+from relay.errors import ConfigurationError, StorageUnavailableError
 from relay.storage.redis.codec import to_us
-from relay.storage.redis.keys import Keys
+from relay.storage.redis.keys import LAYOUT, Keys
 from relay.storage.redis.options import RedisOptions, redacted
 from relay.storage.redis.scripts import Scripts
 
@@ -121,6 +121,22 @@ async def run(
         if failures > 1:
             log.info("Redis at %s reachable again; %s done", session.where, what)
         return result
+
+
+async def check_layout(session: Session) -> None:
+    """Refuse a store whose keys another version of the layout wrote (:data:`.keys.LAYOUT`): its jobs
+    would be misread. A store without ``P:layout`` but with jobs predates the marker."""
+    keys = session.keys
+    replies: list[bytes | None] = await session.client.mget(keys.layout, keys.seq)  # type: ignore[assignment]
+    layout, seq = replies
+    found = None if layout is None else layout.decode()
+    if found == LAYOUT or (found is None and seq is None):
+        return
+    raise ConfigurationError(
+        f"the Redis store at {session.where} (prefix {session.keys.prefix!r}) was written by another "
+        f"version of Relay (key layout {found or '1'}, this version reads {LAYOUT}): finish or purge its "
+        "jobs with that version, or use another prefix (docs/redis.md, key layout)"
+    )
 
 
 def _refused_for_now(exc: ResponseError) -> bool:

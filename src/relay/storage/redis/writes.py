@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
+from typing import Any
 
 from relay.errors import DuplicateJobError
 from relay.storage.params import (
@@ -20,7 +21,7 @@ from relay.storage.params import (
     InsertResult,
     LogAppend,
 )
-from relay.storage.redis.codec import encode_json, inserted_hash, job_from_flat, job_from_hash
+from relay.storage.redis.codec import Times, encode_json, from_us, job_from_fields, jobs_from_pairs, stamp_job
 from relay.storage.redis.session import Session
 from relay.types import Job, JobState
 
@@ -30,20 +31,37 @@ FinishArgs = tuple[str, str, str, str, str, str, str]
 _EXTENDED, _CANCEL_REQUESTED = 1, 2
 
 
-async def insert(s: Session, packed: Sequence[list[str]], batch: str) -> list[InsertResult]:
-    """Rule 1: ``packed`` jobs (``codec.pack_new_job``, ids chosen) in one all-or-nothing call."""
-    reply = await s.scripts.insert_many(s.now(), s.origin, batch, packed)
+async def insert(s: Session, body: bytes, batch: str) -> list[Any]:
+    """Rule 1: the packed jobs (``codec.pack_new_job``, ids chosen; ``body`` is their JSON array) in
+    one all-or-nothing call. The raw reply, for :func:`insert_results` (the caller drafts the jobs
+    meanwhile: see ``RedisStorage.job_insert_many``)."""
+    reply: list[Any] = await s.scripts.insert_many(s.now(), s.origin, batch, body)
+    return reply
+
+
+def insert_results(
+    packed: Sequence[list[str]], drafts: Sequence[Job], reply: list[Any]
+) -> list[InsertResult]:
+    """The results of an insert: the script returns only the jobs it did not write now (an
+    idempotency key already used, a retried call); the others are their drafts
+    (``codec.draft_job``), stamped with the script's time."""
     if reply[0] == b"dup":
         raise DuplicateJobError(reply[1].decode())
-    now = reply[1]
+    now_us = int(reply[1])
+    now = from_us(now_us)
+    times: Times = {}
+    known = {int(position) - 1: (created, job_id, values) for position, created, job_id, values in reply[2]}
     results = []
-    for job, result in zip(packed, reply[2:], strict=True):
-        if result[0] == b"new":
-            _, seq, state, run_at = result
-            h = inserted_hash(job, seq=seq, state=state, run_at=run_at, now=now, batch=batch)
-            results.append(InsertResult(job_from_hash(h), created=True))
-        else:
-            results.append(InsertResult(job_from_flat(result[2]), created=result[1] == 1))
+    for n, (row, draft) in enumerate(zip(packed, drafts, strict=True)):
+        found = known.get(n)
+        if found is None:
+            stamp_job(draft, row, now_us, now)
+            results.append(InsertResult(draft, created=True))
+            continue
+        created, job_id, values = found
+        job = job_from_fields(job_id.decode(), values, times)
+        assert job is not None  # read in the same script that found it
+        results.append(InsertResult(job, created=created == 1))
     return results
 
 
@@ -53,7 +71,7 @@ async def claim(s: Session, p: ClaimParams) -> list[Job]:
     queues = list(dict.fromkeys(p.queues))
     kinds = [str(kind) for kind in dict.fromkeys(p.kinds)]
     reply = await s.scripts.claim(s.now(), p.worker_id, p.limit, token_base, queues, kinds)
-    return [job_from_flat(flat) for flat in reply]
+    return jobs_from_pairs(reply)
 
 
 def heartbeat_args(item: HeartbeatItem) -> tuple[str, str, str, str, str]:

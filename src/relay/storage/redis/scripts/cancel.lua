@@ -3,14 +3,14 @@
 -- Keys: P:job:<id>, P:idx:<state>:<queue>, P:ready:<kind>:<queue> or P:waiting:<kind>:<queue>,
 --   P:finished:cancelled.
 -- ARGV[2]  job id
--- Returns {'missing'}, {'invalid', state}, or {'ok', HGETALL of the job as now stored}.
+-- Returns {'missing'}, {'invalid', state}, or {'ok', read_job() of the job as now stored}.
 -- A running job is only flagged: its worker learns at its next heartbeat and stops it.
 
 local j = load(ARGV[2])
 if not j then
   return {'missing'}
 end
-local k = key('job', j.id)
+local k = job_key(j.id)
 if j.state == 'pending' or WAITING[j.state] then
   unindex(j)
   j.state = 'cancelled'
@@ -21,4 +21,4 @@ elseif j.state == 'running' then
 else
   return {'invalid', j.state}
 end
-return {'ok', redis.call('HGETALL', k)}
+return {'ok', read_job(j.id)}

@@ -7,24 +7,29 @@
 -- updated_at stays: it tells when the job last changed state, and heartbeats come every few seconds.
 
 local out, i = {}, 3
+begin_batch()
 for _ = 1, tonumber(ARGV[2]) do
   local id, token, progress, save, checkpoint = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   i = i + 5
-  local k = key('job', id)
+  local k = job_key(id)
   local v = redis.call('HMGET', k, 'state', 'lease_token', 'lease_us', 'cancel_requested')
   if v[1] ~= 'running' or v[2] ~= token then
     out[#out + 1] = 0
   else
     local expires = fmt(NOW + tonumber(v[3]))
-    redis.call('HSET', k, 'lease_expires_at', expires)
-    redis.call('ZADD', key('running'), expires, id)
+    local args = {k, 'lease_expires_at', expires}
     if progress ~= '' then
-      redis.call('HSET', k, 'progress', progress)
+      args[#args + 1] = 'progress'
+      args[#args + 1] = progress
     end
     if save == '1' then
-      redis.call('HSET', k, 'checkpoint', checkpoint)
+      args[#args + 1] = 'checkpoint'
+      args[#args + 1] = checkpoint
     end
+    redis.call('HSET', unpack(args))
+    zadd(RUNNING_KEY, expires, id)
     out[#out + 1] = v[4] == '1' and 2 or 1
   end
 end
+flush_batch()
 return out

@@ -1,76 +1,106 @@
 -- insert_many.lua: job_insert_many (semantics.md rule 1). All or nothing: every check runs first.
 --
--- Keys: P:job:<id> (created, or read), P:idem (read, written), P:seq, P:jobs, P:queues,
---   P:idx:<state>:<queue>, P:ready:<kind>:<queue> or P:waiting:<kind>:<queue>; publishes on P:wake.
+-- Keys: P:job:<id> (created, or read), P:idem (read, written), P:seq, P:queues,
+--   P:idx:<state>:<queue>, P:ready:<kind>:<queue> or P:waiting:<kind>:<queue>, P:layout (set once);
+--   publishes on P:wake.
 -- ARGV[2]  origin: the inserting storage instance (it wakes its own waiters itself, and skips this
 --          message)
 -- ARGV[3]  batch token, random per call: a call retried after its reply was lost finds its own jobs
 --          (same ids, same token) and returns them as created instead of refusing their ids
--- ARGV[4]  the jobs: a JSON array of packed jobs (parse_spec in _lib.lua; the caller always chose
---          their ids). One JSON argument, not one argument per field: redis-py would spend more time
+-- ARGV[4]  the layout version of relay.storage.redis.keys (stored once in P:layout)
+-- ARGV[5]  the jobs: a JSON array of packed jobs (P_* in _lib.lua; the caller always chose their
+--          ids). One JSON argument, not one argument per field: redis-py would spend more time
 --          encoding tens of thousands of arguments than the script spends inserting.
--- Returns {'dup', id} when a client-chosen id is taken (nothing written), else {'ok', now, result...}
---   in batch order, a result being {'new', seq, state, run_at} for a job this call wrote (the caller
---   has the rest: it packed the job), or {'old', created 0/1, HGETALL} for a job that was there.
+-- Returns {'dup', id} when a client-chosen id is taken (nothing written), else {'ok', now, known}:
+--   `known` lists the jobs this call did not write now, each {position in the batch (from 1),
+--   created 0/1, id, read_job()}. Every other job was written as sent, at `now`: the caller builds those
+--   from what it sent, so that a big insert does not read ten thousand jobs back.
+--
+-- Cost: one EXISTS and one or two HSETs per job; the sorted sets (the index, the ready or waiting
+-- set), P:idem, P:seq and P:queues get one command per key for the whole batch.
 
-local origin, batch = ARGV[2], ARGV[3]
-local specs = {}
-for _, packed in ipairs(cjson.decode(ARGV[4])) do
-  specs[#specs + 1] = parse_spec(packed, 1)
-end
+local origin, batch, layout = ARGV[2], ARGV[3], ARGV[4]
+local jobs = cjson.decode(ARGV[5])
 
 -- An existing job for this key: from the store, or planned earlier in this batch.
 local planned_keys, planned_ids, seen_keys = {}, {}, {}
-local function existing_for(s)
-  if s.idem == '' then
+local function existing_for(idem)
+  if idem == '' then
     return nil
   end
-  if planned_keys[s.idem] then
-    return {id = planned_keys[s.idem], created = 0}
+  if planned_keys[idem] then
+    return planned_keys[idem], 0
   end
-  local id = redis.call('HGET', key('idem'), s.idem)
+  local id = redis.call('HGET', IDEM_KEY, idem)
   if not id then
     return nil
   end
   -- Ours from a first try of this very call: created, once.
-  local ours = not seen_keys[s.idem] and redis.call('HGET', key('job', id), 'batch') == batch
-  seen_keys[s.idem] = true
-  return {id = id, created = ours and 1 or 0}
+  local ours = not seen_keys[idem] and redis.call('HGET', job_key(id), 'batch') == batch
+  seen_keys[idem] = true
+  return id, ours and 1 or 0
 end
 
-local plan = {}
-for n, s in ipairs(specs) do
-  local found = existing_for(s)
+-- `fresh` and `fresh_keys`: the jobs to write and their hash keys, in batch order.
+local known, fresh, fresh_keys = {}, {}, {}
+for n, p in ipairs(jobs) do
+  local idem = p[P_IDEM]
+  local found, created = existing_for(idem)
   if found then
-    plan[n] = found
+    known[#known + 1] = {n, created, found}
   else
-    if planned_ids[s.id] then
-      return {'dup', s.id}
+    local id = p[P_ID]
+    if planned_ids[id] then
+      return {'dup', id}
     end
-    local taken = redis.call('EXISTS', key('job', s.id)) == 1
-    if taken and redis.call('HGET', key('job', s.id), 'batch') ~= batch then
-      return {'dup', s.id}
+    local k = job_key(id)
+    local taken = redis.call('EXISTS', k) == 1
+    if taken and redis.call('HGET', k, 'batch') ~= batch then
+      return {'dup', id}
     end
-    plan[n] = {id = s.id, created = 1, spec = (not taken) and s or nil}
-    planned_ids[s.id] = true
-    if s.idem ~= '' then
-      planned_keys[s.idem] = s.id
+    planned_ids[id] = true
+    if idem ~= '' then
+      planned_keys[idem] = id
+    end
+    if taken then
+      known[#known + 1] = {n, 1, id} -- written by a first try of this call
+    else
+      fresh[#fresh + 1] = p
+      fresh_keys[#fresh_keys + 1] = k
     end
   end
 end
 
--- In batch order: a later job with the key of an earlier one reads it after it was written.
-local woken, out = {}, {'ok', NOW_S}
-for _, p in ipairs(plan) do
-  if p.spec then
-    local j = write_job(p.spec, nil, batch)
-    if j.state == 'pending' then
-      woken[j.queue] = true
+local woken = {}
+local count = #fresh
+if count > 0 then
+  redis.call('SETNX', key('layout'), layout)
+  begin_batch()
+  -- Seqs in batch order: one INCRBY for the batch.
+  local seq = redis.call('INCRBY', key('seq'), count) - count
+  local queues, idems, ni = {}, {}, 0
+  for x, p in ipairs(fresh) do
+    local id, queue = p[P_ID], p[P_QUEUE]
+    if write_job(p, fresh_keys[x], id, seq + x, 'batch', batch) == 'pending' then
+      woken[queue] = true
     end
-    out[#out + 1] = {'new', fmt(j.seq), j.state, fmt(j.run_at)}
-  else
-    out[#out + 1] = {'old', p.created, redis.call('HGETALL', key('job', p.id))}
+    queues[queue] = true
+    if p[P_IDEM] ~= '' then
+      idems[ni + 1], idems[ni + 2], ni = p[P_IDEM], id, ni + 2
+    end
   end
+  for x = 1, ni, 2 * BATCH_CHUNK do
+    redis.call('HSET', IDEM_KEY, unpack(idems, x, math.min(x + 2 * BATCH_CHUNK - 1, ni)))
+  end
+  for queue in pairs(queues) do
+    redis.call('HSETNX', key('queues'), queue, '0')
+  end
+  flush_batch()
+end
+
+-- Read after the writes: a later job with the key of an earlier one of this batch reads it as written.
+for _, k in ipairs(known) do
+  k[4] = read_job(k[3])
 end
 publish(woken, origin)
-return out
+return {'ok', NOW_S, known}

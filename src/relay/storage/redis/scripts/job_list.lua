@@ -1,12 +1,14 @@
 -- job_list.lua: one chunk of job_list (semantics.md rule 11), read only. The caller pages through
 -- chunks, filters by text in Python (Unicode case folding), and builds the cursor.
 --
--- Keys: P:jobs (no state or queue filter), else P:idx:<state>:<queue> for each wanted pair (every
---   known queue from P:queues when none is given); P:job:<id> of each job returned.
+-- Keys: P:idx:<state>:<queue> for each wanted pair (every state when none is given, every known
+--   queue from P:queues when none is given); P:job:<id> of each job returned. Without any filter
+--   that is 7 sets per queue: there is no set of every job, which each insert would pay for.
 -- ARGV[2]  list below this seq ('' = from the newest)
 -- ARGV[3]  chunk: how many jobs to look at, at most
 -- ARGV[4…] states, queues, kinds (each count-prefixed; empty = no filter)
--- Returns {next, HGETALL...}: next is the seq to continue below, or '' when no job below remains.
+-- Returns {next, id, seq, read_job(), id, seq, read_job()...}: next is the seq to continue below, or ''
+--   when no job below remains.
 -- Newest first: every source gives its newest `chunk` below the cursor, and the merge keeps the
 -- newest `chunk` of all; jobs of other kinds are then left out.
 
@@ -17,19 +19,15 @@ local kinds = argv_list(j)
 local max = before == '' and '+inf' or '(' .. before
 
 local sources = {}
-if #states == 0 and #queues == 0 then
-  sources = {key('jobs')}
-else
-  if #states == 0 then
-    states = STATES
-  end
-  if #queues == 0 then
-    queues = redis.call('HKEYS', key('queues'))
-  end
-  for _, queue in ipairs(queues) do
-    for _, state in ipairs(states) do
-      sources[#sources + 1] = key('idx', state, queue)
-    end
+if #states == 0 then
+  states = STATES
+end
+if #queues == 0 then
+  queues = redis.call('HKEYS', key('queues'))
+end
+for _, queue in ipairs(queues) do
+  for _, state in ipairs(states) do
+    sources[#sources + 1] = key('idx', state, queue)
   end
 end
 
@@ -51,9 +49,11 @@ if #kinds > 0 then
 end
 local out = {#found >= chunk and fmt(found[chunk].seq) or ''}
 for x = 1, math.min(#found, chunk) do
-  local k = key('job', found[x].id)
+  local k = job_key(found[x].id)
   if not wanted_kind or wanted_kind[redis.call('HGET', k, 'kind')] then
-    out[#out + 1] = redis.call('HGETALL', k)
+    out[#out + 1] = found[x].id
+    out[#out + 1] = fmt(found[x].seq)
+    out[#out + 1] = read_job(found[x].id)
   end
 end
 return out

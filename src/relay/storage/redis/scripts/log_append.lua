@@ -11,10 +11,11 @@ local cap, touched, i = tonumber(ARGV[2]), {}, 4
 for _ = 1, tonumber(ARGV[3]) do
   local id, attempt, stream, text = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   i = i + 4
-  local k = key('job', id)
+  local k = job_key(id)
   if redis.call('EXISTS', k) == 1 then
     local seq = redis.call('HINCRBY', k, 'log_seq', 1)
-    redis.call('RPUSH', key('logs', id), fmt(seq) .. '\t' .. attempt .. '\t' .. NOW_S .. '\t' .. stream .. '\t' .. text)
+    local line = fmt(seq) .. '\t' .. attempt .. '\t' .. NOW_S .. '\t' .. stream .. '\t' .. text
+    redis.call('RPUSH', key('logs', id), line)
     touched[id] = true
   end
 end

@@ -6,6 +6,7 @@
 -- No arguments of its own. Returns how many jobs became pending.
 
 local woken, count = {}, 0
+begin_batch()
 for _, queue in ipairs(redis.call('HKEYS', key('queues'))) do
   for _, kind in ipairs(KINDS) do
     local n = promote_due(kind, queue)
@@ -15,5 +16,6 @@ for _, queue in ipairs(redis.call('HKEYS', key('queues'))) do
     end
   end
 end
+flush_batch()
 publish(woken, '')
 return count

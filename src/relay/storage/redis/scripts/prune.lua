@@ -1,7 +1,7 @@
 -- prune.lua: job_prune (semantics.md rule 8): retention of finished jobs, oldest first.
 --
 -- Keys: P:finished:<state> (read by finished_at), then for each job deleted: P:job:<id>,
---   P:logs:<id>, P:jobs, P:idem, P:idx:<state>:<queue>.
+--   P:logs:<id>, P:idem, P:idx:<state>:<queue>.
 -- ARGV[2]  finished before (µs, exclusive)
 -- ARGV[3]  limit (> 0)
 -- ARGV[4…] states (count-prefixed)
@@ -24,10 +24,12 @@ table.sort(found, function(a, b)
   return a.id < b.id
 end)
 local n = math.min(#found, limit)
+begin_batch()
 for x = 1, n do
   local j = load(found[x].id)
   if j then
     delete_job(j)
   end
 end
+flush_batch()
 return n

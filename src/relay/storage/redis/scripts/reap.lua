@@ -19,6 +19,7 @@ end
 table.sort(jobs, function(a, b) return a.seq < b.seq end)
 
 local requeued, dead, cancelled, woken = {}, {}, {}, {}
+begin_batch()
 for _, j in ipairs(jobs) do
   unindex(j)
   add_error(j.id, '{"attempt":' .. fmt(j.attempt) .. ',"type":"LeaseExpired","message":' .. ARGV[2] ..
@@ -38,5 +39,6 @@ for _, j in ipairs(jobs) do
     dead[#dead + 1] = j.id
   end
 end
+flush_batch()
 publish(woken, '')
 return {requeued, dead, cancelled}

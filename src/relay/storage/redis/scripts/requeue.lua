@@ -6,7 +6,8 @@
 -- ARGV[2]  job id, or '' for a bulk requeue
 -- ARGV[3]  bulk: the queue, or '' for every queue
 -- ARGV[4…] bulk: states (count-prefixed; the caller checked they are requeueable)
--- Returns {'missing'}, {'invalid', state}, or {'ok', HGETALL...} of the requeued jobs by seq.
+-- Returns {'missing'}, {'invalid', state}, or {'ok', id, read_job(), id, read_job()...} of the requeued
+--   jobs by seq.
 -- The attempt count and the errors stay: a requeued dead job gets exactly one more attempt.
 -- One call requeues every matching job (it returns them all): millions at once would hold Redis for
 -- seconds.
@@ -45,17 +46,20 @@ else
 end
 
 local out, woken = {'ok'}, {}
+begin_batch()
 for _, target in ipairs(targets) do
   local j = load(target.id)
   unindex(j)
-  redis.call('HDEL', key('job', j.id), 'finished_at', 'lease_token', 'lease_expires_at')
+  redis.call('HDEL', job_key(j.id), 'finished_at', 'lease_token', 'lease_expires_at')
   j.state = 'pending'
   j.run_at = NOW
   j.finished_at = nil
   j.lease_expires_at = nil
   store(j, {'cancel_requested', '0'})
   woken[j.queue] = true
-  out[#out + 1] = redis.call('HGETALL', key('job', j.id))
+  out[#out + 1] = j.id
+  out[#out + 1] = read_job(j.id)
 end
+flush_batch()
 publish(woken, '')
 return out
