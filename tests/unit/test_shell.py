@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,15 @@ def alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def is_our_child(pid: int) -> bool:
+    """Whether pid is still a child of this process: running, or a zombie that nobody reaped."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return False
+    return True
 
 
 async def wait_until(condition_name: str, check: object) -> None:
@@ -304,3 +314,50 @@ async def test_an_empty_argv_or_a_bad_env_raises_shell_launch_error() -> None:
         await run_shell(ShellCommand([]), Collector())
     with pytest.raises(ShellLaunchError, match="cannot start 'true'"):
         await run_shell(ShellCommand(["true"], env={"BAD=NAME": "x"}), Collector())
+
+
+async def test_a_nul_byte_in_argv_raises_shell_launch_error() -> None:
+    with pytest.raises(ShellLaunchError, match="cannot start 'echo'"):
+        await run_shell(ShellCommand(["echo", "a\0b"]), Collector())
+
+
+async def test_a_program_without_execute_permission_raises_shell_launch_error(tmp_path: Path) -> None:
+    script = tmp_path / "not-executable.sh"
+    script.write_text("#!/bin/sh\necho should not run\n")
+    with pytest.raises(ShellLaunchError, match="permission denied"):
+        await run_shell(ShellCommand([str(script)]), Collector())
+
+
+# -- the spawn path: with and without a working directory ----------------------------------------------
+
+
+@pytest.mark.parametrize("with_cwd", [False, True], ids=["posix_spawn", "popen"])
+async def test_a_timeout_kills_the_group_however_the_command_was_started(
+    tmp_path: Path, with_cwd: bool
+) -> None:
+    pidfile = tmp_path / "grandchild.pid"
+    script = 'sleep 300 & echo $! > "$1"; sleep 300'
+    cmd = ShellCommand(
+        ["/bin/sh", "-c", script, "sh", str(pidfile)],
+        cwd=str(tmp_path) if with_cwd else None,
+        timeout=0.5,
+    )
+    outcome = await run_shell(cmd, Collector(), kill_grace=DEADLINE)
+    assert outcome.timed_out
+    assert outcome.exit_code == -signal.SIGTERM
+    await assert_dies(read_pid(pidfile))
+
+
+async def test_many_runs_leave_no_descriptor_thread_or_zombie_behind() -> None:
+    fds_before = open_fds()
+    threads_before = threading.active_count()
+    pids: list[int] = []
+
+    async def sink(stream: str, text: str) -> None:
+        pids.append(int(text))
+
+    outcomes = await asyncio.gather(*(run_shell(sh("echo $$"), sink) for _ in range(20)))
+    assert [o.exit_code for o in outcomes] == [0] * 20
+    assert open_fds() == fds_before
+    assert threading.active_count() == threads_before
+    assert not [pid for pid in pids if is_our_child(pid)]  # each was reaped: no zombie is left

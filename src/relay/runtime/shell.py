@@ -2,27 +2,29 @@
 
 How one run goes (``run_shell``):
 
-1. two pipes are made (stdout, stderr) and the argv is started with ``start_new_session=True``, so the
-   child leads a new process group whose id is its pid; nothing goes through a shell unless the argv
-   itself is ``["/bin/sh", "-c", ...]``;
+1. two pipes are made (stdout, stderr) and the argv is started by :func:`relay.runtime.spawn.spawn` in a
+   new session, so the child leads a new process group whose id is its pid; nothing goes through a shell
+   unless the argv itself is ``["/bin/sh", "-c", ...]``;
 2. one pump task per pipe reads it concurrently, cuts it into lines (a line longer than
    ``MAX_LINE_BYTES`` is cut into chunks) and passes each one, in order, to the caller's sink; past
    ``output_cap`` bytes only a notice is passed, but the pumps keep draining so the child never blocks;
 3. the run ends when the leader exits, the timeout passes or ``cancel`` is set; the last two send
    SIGTERM to the group, then SIGKILL after ``kill_grace``;
 4. however it ended, the whole group gets SIGKILL (nothing of the command outlives its attempt while
-   the worker lives: see below), and
-   the pumps get ``drain_timeout`` to see their pipes close: a process that left the group (``setsid``)
-   may hold them open forever, so they are then abandoned.
+   the worker lives: see below), and the pumps get ``drain_timeout`` to see their pipes close: a process
+   that left the group (``setsid``) may hold them open forever, so they are then abandoned.
 
 A worker that is itself SIGKILLed cannot kill anything: its running command lives on, re-parented to
-init. Asking the kernel to signal the child when its parent dies (``PR_SET_PDEATHSIG``) needs either a
-``preexec_fn`` (which forces a full ``fork`` of the worker: measured 4.6 ms a spawn instead of 0.6 ms
-in an 80 MB process) or an extra ``exec`` of ``setpriv`` (1.5 ms): too dear for every shell job, so
-Relay does neither, and says so in docs/jobs.md.
+init. Asking the kernel to signal the child when its parent dies (``PR_SET_PDEATHSIG``) must be done by
+the child itself, between its start and its ``exec``, and ``posix_spawn`` has no hook for that. A
+``preexec_fn`` has one, but forces a full ``fork`` of the worker (measured in an 80 MB worker: 6 ms a
+spawn, 2 ms of it the worker's CPU, against 0.7 ms and 0.1 ms); an extra ``exec`` of ``setpriv
+--pdeathsig`` adds a second spawn (+1 ms). Too dear for every shell job, so Relay does neither, and says
+so in docs/jobs.md. (What would be cheap: one watchdog process per worker, told each group's id through
+a pipe, that kills the groups still listed when the pipe reaches EOF, i.e. when the worker died.)
 
-We create the pipes ourselves rather than asking asyncio for ``PIPE``: only then can a pipe still held by
-such an escaped process be closed cleanly, without reaching into the subprocess transport.
+The pipes are plain descriptors read from the event loop, not asyncio transports: that is cheaper for
+short commands, and a pipe still held by such an escaped process is closed on our side by one ``close``.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from enum import Enum
 from typing import Any
 
 from relay.errors import RelayError
+from relay.runtime.spawn import Child, spawn
 
 #: Receives each line (without its newline) or chunk of output: ``(stream, text)``, stream being
 #: ``"stdout"`` or ``"stderr"``. Awaited in order per stream; a slow sink slows the command down.
@@ -69,7 +72,7 @@ class ShellCommand:
 class ShellOutcome:
     """How a run ended.
 
-    ``exit_code`` is the leader's return code as asyncio reports it (negative: killed by that signal),
+    ``exit_code`` is the leader's return code as subprocess reports it (negative: killed by that signal),
     or None when the command was never started (cancelled before) or not seen to exit.
     """
 
@@ -113,49 +116,29 @@ async def run_shell(
     pipes: list[_Pipe] = []
     try:
         for stream in STREAMS:
-            pipes.append(await _Pipe.open(stream))
-        proc = await _spawn(cmd, pipes)
+            pipes.append(_Pipe(stream))
+        child = _spawn(cmd, pipes)
         output = _Output(sink, output_cap)
-        stop = await _supervise(proc, pipes, output, cmd.timeout, cancel, kill_grace, drain_timeout)
+        stop = await _supervise(child, pipes, output, cmd.timeout, cancel, kill_grace, drain_timeout)
     finally:
         for pipe in pipes:
             pipe.close()
-        # A transport closes its fd in a callback it schedules: yield once, so that none is left open
-        # when we return (a worker runs many commands; fds must not pile up until the next loop turn).
-        await asyncio.sleep(0)
-    return output.outcome(proc.returncode, stop)
+    return output.outcome(child.returncode, stop)
 
 
 # -- starting --------------------------------------------------------------------------------------
 
 
-@dataclass(eq=False)
 class _Pipe:
-    """One output pipe: the child gets the write end, a stream reader reads the other."""
+    """One output pipe: the child gets the write end; we read the other, non-blocking, from the loop."""
 
-    stream: str
-    write_fd: int
-    reader: asyncio.StreamReader
-    transport: asyncio.ReadTransport
-
-    @classmethod
-    async def open(cls, stream: str) -> _Pipe:
-        read_fd, write_fd = os.pipe()  # both ends non-inheritable: the child gets write_fd via dup2 only
-        reader = asyncio.StreamReader(limit=READ_BYTES)
-        loop = asyncio.get_running_loop()
-        try:
-            file = os.fdopen(read_fd, "rb", buffering=0)
-        except BaseException:
-            os.close(read_fd)
-            os.close(write_fd)
-            raise
-        try:
-            transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), file)
-        except BaseException:
-            file.close()
-            os.close(write_fd)
-            raise
-        return cls(stream, write_fd, reader, transport)
+    def __init__(self, stream: str) -> None:
+        self.stream = stream
+        # Both ends close-on-exec: the child gets write_fd through dup2 only. Only our end is made
+        # non-blocking; the child's must block when the pipe is full.
+        self.read_fd, self.write_fd = os.pipe()
+        os.set_blocking(self.read_fd, False)
+        self._watched = False  # whether the loop's selector has read_fd
 
     def close_write_end(self) -> None:
         # Our copy of the write end must go once the child has its own, or EOF would never come.
@@ -163,21 +146,53 @@ class _Pipe:
             os.close(self.write_fd)
             self.write_fd = -1
 
+    async def read(self) -> bytes:
+        """The next bytes the child wrote; b"" at EOF, or once our end was closed."""
+        loop = asyncio.get_running_loop()
+        while self.read_fd >= 0:
+            try:
+                return os.read(self.read_fd, READ_BYTES)
+            except BlockingIOError:
+                pass
+            readable = loop.create_future()
+            loop.add_reader(self.read_fd, _set_done, readable)
+            self._watched = True
+            try:
+                await readable
+            finally:
+                self._unwatch(loop)
+        return b""
+
     def close(self) -> None:
+        """Close both our ends: this abandons a pipe that a process outside the group still holds."""
         self.close_write_end()
-        self.transport.close()  # a no-op after EOF; abandons a pipe an escaped process still holds
+        if self.read_fd >= 0:
+            # A pump cancelled but not yet resumed still has it in the selector: take it out before the
+            # number can be reused, and the pump's own cleanup then finds nothing to do.
+            self._unwatch(asyncio.get_running_loop())
+            os.close(self.read_fd)
+            self.read_fd = -1
+
+    def _unwatch(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._watched:
+            loop.remove_reader(self.read_fd)
+            self._watched = False
 
 
-async def _spawn(cmd: ShellCommand, pipes: list[_Pipe]) -> asyncio.subprocess.Process:
+def _set_done(future: asyncio.Future[None]) -> None:
+    if not future.done():  # readable again before its pump resumed, or the pump was cancelled
+        future.set_result(None)
+
+
+def _spawn(cmd: ShellCommand, pipes: list[_Pipe]) -> Child:
     try:
-        return await asyncio.create_subprocess_exec(
-            *cmd.argv,
-            stdin=asyncio.subprocess.DEVNULL,
+        # A new session: the child leads its own group, so one killpg reaches all it starts.
+        return spawn(
+            cmd.argv,
+            env=cmd.env,
+            cwd=cmd.cwd,
             stdout=pipes[0].write_fd,
             stderr=pipes[1].write_fd,
-            env={**os.environ, **cmd.env},
-            cwd=cmd.cwd,
-            start_new_session=True,  # the child leads its own group: one killpg reaches all it starts
         )
     # TypeError / ValueError: a non-string or NUL-containing argv item, env entry or cwd.
     except (OSError, ValueError, TypeError) as exc:
@@ -189,7 +204,8 @@ async def _spawn(cmd: ShellCommand, pipes: list[_Pipe]) -> asyncio.subprocess.Pr
 
 def _launch_message(cmd: ShellCommand, exc: Exception) -> str:
     program = cmd.argv[0]
-    # subprocess names the cwd as the failing file when chdir failed, the program when exec did.
+    # spawn, like subprocess, names the cwd as the failing file when chdir failed, the program (or the
+    # path it was found at) when exec did.
     if isinstance(exc, OSError) and cmd.cwd is not None and exc.filename == cmd.cwd:
         if isinstance(exc, FileNotFoundError):
             return f"cannot start {program!r}: working directory {cmd.cwd!r} does not exist"
@@ -205,7 +221,7 @@ def _launch_message(cmd: ShellCommand, exc: Exception) -> str:
 
 
 async def _supervise(
-    proc: asyncio.subprocess.Process,
+    child: Child,
     pipes: list[_Pipe],
     output: _Output,
     timeout: float | None,
@@ -216,14 +232,14 @@ async def _supervise(
     """Wait for the run to end, stopping it on timeout or cancel; never leave its group behind."""
     pumps = [asyncio.create_task(_pump(pipe, output)) for pipe in pipes]
     try:
-        stop = await _wait_for_end(proc, pumps, timeout, cancel)
+        stop = await _wait_for_end(child, pumps, timeout, cancel)
         if stop is not None:
-            await _terminate(proc, kill_grace)
+            await _terminate(child, kill_grace)
     finally:
         # Whatever ended the run (the leader's exit included, or our own cancellation), what is left of
         # its group would run on unwatched and hold our pipes: kill it.
-        _signal_group(proc.pid, signal.SIGKILL)
-        await _reap(proc, drain_timeout)
+        _signal_group(child.pid, signal.SIGKILL)
+        await _reap(child, drain_timeout)
         sink_error = await _drain(pumps, drain_timeout)
     if sink_error is not None:
         raise sink_error
@@ -231,47 +247,66 @@ async def _supervise(
 
 
 async def _wait_for_end(
-    proc: asyncio.subprocess.Process,
+    child: Child,
     pumps: list[asyncio.Task[None]],
     timeout: float | None,
     cancel: asyncio.Event | None,
 ) -> _Stop | None:
-    """None once the leader exited (which wins a tie), else why the run must be stopped."""
+    """None once the leader exited (which wins a tie), else why the run must be stopped.
+
+    One waiter woken by callbacks, rather than rounds of ``asyncio.wait``: a pump that reaches EOF does
+    not wake us (a child may close stdout early and run on), and no round is repeated for it.
+    """
     loop = asyncio.get_running_loop()
-    deadline = None if timeout is None else loop.time() + timeout
-    exited = asyncio.ensure_future(proc.wait())
-    cancelled = asyncio.ensure_future(cancel.wait()) if cancel is not None else None
-    watched: set[asyncio.Future[Any]] = {exited, *pumps}
-    if cancelled is not None:
-        watched.add(cancelled)
+    woken: asyncio.Future[None] = loop.create_future()
+
+    def wake(_: object = None) -> None:
+        if not woken.done():
+            woken.set_result(None)
+
+    def pump_ended(pump: asyncio.Task[None]) -> None:
+        # A failing sink must not leave its pipe undrained until the timeout: stop the run.
+        if pump.cancelled() or pump.exception() is not None:
+            wake()
+
+    # Without a cancel event, a future that never completes stands in for it.
+    cancelled = asyncio.ensure_future(cancel.wait()) if cancel is not None else loop.create_future()
+    for future in (child.exited, cancelled):
+        future.add_done_callback(wake)
+    for pump in pumps:
+        pump.add_done_callback(pump_ended)
+    timer = loop.call_later(timeout, wake) if timeout is not None else None
     try:
-        while True:
-            left = None if deadline is None else max(0.0, deadline - loop.time())
-            done, _ = await asyncio.wait(watched, timeout=left, return_when=asyncio.FIRST_COMPLETED)
-            if exited in done:
-                return None
-            if cancelled is not None and cancelled in done:
-                return _Stop.CANCEL
-            if not done:
-                return _Stop.TIMEOUT
-            # A pump ended: at EOF that is normal (a child may close stdout early), but a failing sink
-            # must not leave the pipe undrained until the timeout: .result() re-raises its error.
-            for pump in done:
-                pump.result()
-            watched -= done
+        await woken
     finally:
-        exited.cancel()
-        if cancelled is not None:
-            cancelled.cancel()
+        child.exited.remove_done_callback(wake)
+        cancelled.cancel()
+        if timer is not None:
+            timer.cancel()
+        for pump in pumps:
+            pump.remove_done_callback(pump_ended)
+    return _why_woken(child, cancelled, pumps)
 
 
-async def _terminate(proc: asyncio.subprocess.Process, kill_grace: float) -> None:
+def _why_woken(child: Child, cancelled: asyncio.Future[Any], pumps: list[asyncio.Task[None]]) -> _Stop | None:
+    """What ended the wait, the leader's exit first; a failed pump re-raises; else the timer did."""
+    if child.exited.done():
+        return None
+    if cancelled.done() and not cancelled.cancelled():
+        return _Stop.CANCEL
+    for pump in pumps:
+        if pump.done():
+            pump.result()  # re-raises the sink's error
+    return _Stop.TIMEOUT
+
+
+async def _terminate(child: Child, kill_grace: float) -> None:
     """SIGTERM the group, and SIGKILL it if the leader has not exited after ``kill_grace``."""
-    _signal_group(proc.pid, signal.SIGTERM)
-    try:
-        await asyncio.wait_for(proc.wait(), kill_grace)
-    except TimeoutError:
-        _signal_group(proc.pid, signal.SIGKILL)
+    _signal_group(child.pid, signal.SIGTERM)
+    # asyncio.wait, not wait_for: child.exited is shared, and must not be cancelled on timeout.
+    await asyncio.wait([child.exited], timeout=kill_grace)
+    if not child.exited.done():
+        _signal_group(child.pid, signal.SIGKILL)
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
@@ -281,23 +316,28 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
-async def _reap(proc: asyncio.subprocess.Process, wait: float) -> None:
-    """Wait (bounded) for the leader's exit status after SIGKILL, so its transport is closed."""
-    if proc.returncode is None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(proc.wait(), wait)
+async def _reap(child: Child, wait: float) -> None:
+    """Wait (bounded) for the leader's exit status after SIGKILL, so that it can be reported."""
+    if not child.exited.done():
+        await asyncio.wait([child.exited], timeout=wait)
 
 
 async def _drain(pumps: list[asyncio.Task[None]], wait: float) -> BaseException | None:
     """Let the pumps read to EOF for up to ``wait``; abandon them after. Returns a sink's error."""
-    _, pending = await asyncio.wait(pumps, timeout=wait)
-    for pump in pending:
-        pump.cancel()  # a process outside the group (setsid) holds the pipe: stop waiting for it
-    results = await asyncio.gather(*pumps, return_exceptions=True)
-    errors = [
-        r for r in results if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError)
-    ]
-    return errors[0] if errors else None
+    try:
+        # Most runs end with both pipes already at EOF: then there is nothing to wait for.
+        pending = [pump for pump in pumps if not pump.done()]
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=wait)
+            for pump in late:
+                pump.cancel()  # a process outside the group (setsid) holds the pipe: stop waiting for it
+            if late:
+                await asyncio.wait(late)
+    finally:
+        for pump in pumps:
+            pump.cancel()  # a no-op once done; else we are being cancelled ourselves: leave no pump
+    errors = [pump.exception() for pump in pumps if not pump.cancelled()]
+    return next((error for error in errors if error is not None), None)
 
 
 # -- output ----------------------------------------------------------------------------------------
@@ -306,7 +346,7 @@ async def _drain(pumps: list[asyncio.Task[None]], wait: float) -> BaseException 
 async def _pump(pipe: _Pipe, output: _Output) -> None:
     """Read one pipe to EOF, passing its lines to the sink while under the cap."""
     lines = _LineSplitter()
-    while data := await pipe.reader.read(READ_BYTES):
+    while data := await pipe.read():
         output.seen(pipe.stream, data)
         if output.truncated:
             continue  # past the cap: keep draining so the child never blocks on a full pipe
