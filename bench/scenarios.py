@@ -179,7 +179,10 @@ def all_jobs(relay: Relay, queue: str) -> list[Any]:
         cursor = page.next_cursor
 
 
-def verify_exactly_once(relay: Relay, n: int, queue: str = "default") -> dict[str, int]:
+def verify_exactly_once(relay: Relay, n: int, queue: str = "default") -> dict[str, Any]:
+    """Check that ``n`` jobs completed, each in its first attempt, and time their processing from
+    the stored timestamps: the first start to the last finish. Worker start-up (importing Relay and
+    the app, ~0.5 s) is outside that span; it is inside the wall-clock figure."""
     jobs = all_jobs(relay, queue)
     done = [j for j in jobs if j.state is JobState.COMPLETED]
     twice = [j for j in done if j.attempt != 1]
@@ -187,7 +190,14 @@ def verify_exactly_once(relay: Relay, n: int, queue: str = "default") -> dict[st
         raise AssertionError(
             f"{len(jobs)} jobs stored, {len(done)} completed, {len(twice)} run twice; want {n}"
         )
-    return {"verified_completed": len(done), "run_twice": len(twice)}
+    first_start = min(j.started_at for j in done if j.started_at is not None)
+    last_finish = max(j.finished_at for j in done if j.finished_at is not None)
+    span = (last_finish - first_start).total_seconds()
+    return {
+        "processed_jobs_per_s": round(n / span),
+        "verified_completed": len(done),
+        "run_twice": len(twice),
+    }
 
 
 def bulk(backend: str, url: str, n: int, processes: int, concurrency: int) -> Result:
@@ -202,16 +212,16 @@ def bulk(backend: str, url: str, n: int, processes: int, concurrency: int) -> Re
     workers = Workers(url, processes, concurrency)
     workers.start()
     try:
-        run_s = wait_for_completed(relay, n, timeout=600)
+        wall_s = wait_for_completed(relay, n, timeout=600)
     finally:
         workers.stop()
     figures = {
         "jobs": n,
         "enqueue_jobs_per_s": round(n / enqueue_s),
-        "processed_jobs_per_s": round(n / run_s),
+        **verify_exactly_once(relay, n),
+        "wall_jobs_per_s": round(n / wall_s),  # from starting the worker processes
         "processes": processes,
         "concurrency": concurrency,
-        **verify_exactly_once(relay, n),
     }
     return Result(backend, "bulk", figures)
 
