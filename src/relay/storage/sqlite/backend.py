@@ -3,8 +3,9 @@
 Every method hands a small function to the connection's own thread (:mod:`.connection`) and awaits it:
 writes in a ``BEGIN IMMEDIATE`` transaction, reads in one snapshot, "database is locked" retried there.
 The SQL is in ``queries.sql``; the functions in :mod:`.writes`, :mod:`.maintenance` and :mod:`.admin`
-only bind parameters and map rows. Wake-ups are in-process (:class:`LocalNotifier`, shared by every
-instance on the same file in this process); other processes find new jobs by polling.
+only bind parameters and map rows. Wake-ups (:mod:`.wakeup`): in-process through a
+:class:`LocalNotifier` shared by every instance on the same file, and to other processes on the file
+through UNIX datagram sockets beside it; polling stays the source of truth.
 
 >>> storage = SQLiteStorage("relay.db")  # doctest: +SKIP
 >>> await storage.open()  # creates the file and its schema  # doctest: +SKIP
@@ -12,12 +13,9 @@ instance on the same file in this process); other processes find new jobs by pol
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Iterable, Sequence
 
 from relay.clock import Clock, SystemClock
-from relay.storage.local_notifier import LocalNotifier
 from relay.storage.params import (
     Capabilities,
     ClaimParams,
@@ -38,19 +36,10 @@ from relay.storage.params import (
 )
 from relay.storage.sqlite import admin, maintenance, writes
 from relay.storage.sqlite.connection import Database
+from relay.storage.sqlite.wakeup import channel_for
 from relay.types import Job, JobState, LogLine, NewJob, QueueInfo, WorkerInfo
 
 CAPABILITIES = Capabilities(name="sqlite", multi_process=True, durable=True)
-
-_notifiers: dict[str, LocalNotifier] = {}
-_notifiers_lock = threading.Lock()
-
-
-def _notifier_for(path: str) -> LocalNotifier:
-    """One notifier per file in this process, so a producer's instance wakes a worker's instance."""
-    key = os.path.realpath(path)
-    with _notifiers_lock:
-        return _notifiers.setdefault(key, LocalNotifier())
 
 
 class SQLiteStorage:
@@ -70,7 +59,7 @@ class SQLiteStorage:
     ) -> None:
         self._clock = clock if clock is not None else SystemClock()
         self._db = Database(path, self._clock, busy_timeout=busy_timeout, retry_deadline=retry_deadline)
-        self._notifier = _notifier_for(path)
+        self._wakeups = channel_for(path)
 
     @property
     def capabilities(self) -> Capabilities:
@@ -87,7 +76,11 @@ class SQLiteStorage:
         await self._db.open()
 
     async def close(self) -> None:
-        await self._db.close()
+        try:
+            await self._db.close()
+        finally:
+            # After the database: a wait that starts meanwhile finds it closed and does not listen again.
+            self._wakeups.unlisten(self)
 
     async def migrate(self) -> list[str]:
         if self._db.is_open:
@@ -205,12 +198,24 @@ class SQLiteStorage:
     # -- wake-ups -------------------------------------------------------------------------------
 
     async def notify(self, queues: Sequence[str]) -> None:
-        self._notifier.notify_threadsafe(queues)
+        """Wake this process's waiters at once, and every other process's through its socket."""
+        self._wake(queues)
 
     async def wait_for_jobs(self, queues: Sequence[str], timeout: float) -> bool:
-        return await self._notifier.wait_for_jobs(queues, timeout)
+        # The first wait binds this process's socket (kept until close): a process that only enqueues
+        # never listens, nor does a closed storage (nothing would release its socket).
+        if self._db.is_open:
+            self._wakeups.listen(self)
+        return await self._wakeups.notifier.wait_for_jobs(queues, timeout)
+
+    @property
+    def wake_socket(self) -> str | None:
+        """This process's wake-up socket on the file, while some instance on it waits for jobs."""
+        return self._wakeups.socket_path
 
     def _wake(self, queues: Iterable[str]) -> None:
+        """After a commit that made jobs of ``queues`` claimable now."""
         wanted = list(dict.fromkeys(queues))
         if wanted:
-            self._notifier.notify_threadsafe(wanted)
+            self._wakeups.notifier.notify_threadsafe(wanted)
+            self._wakeups.send(wanted)

@@ -8,6 +8,7 @@ job, and the per-job Python work is a tuple or a dict of parameters.
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -27,12 +28,12 @@ from relay.storage.params import (
 )
 from relay.storage.sql_rows import Row, dumps, dumps_or_null
 from relay.storage.sqlite.rows import (
-    ID,
     IDEMPOTENCY_KEY,
-    QUEUE,
+    INSERT_QUERIES,
     claim_order,
+    from_us,
     job_from_row,
-    new_job_row,
+    new_job,
     to_us,
 )
 from relay.storage.sqlite.sql import Q
@@ -52,6 +53,7 @@ def insert_jobs(
     """Insert ``specs`` (rule 1). A taken client id raises :class:`DuplicateJobError` before anything
     is written, or, with ``skip_taken_ids`` (chained jobs), leaves that job out as already enqueued."""
     now_us = to_us(now)
+    stamp = from_us(now_us)
     existing = _existing_by_key(conn, specs)
     results: list[InsertResult] = []
     rows: list[Row] = []
@@ -61,22 +63,24 @@ def insert_jobs(
         if key is not None and key in existing:
             results.append(InsertResult(existing[key], created=False))
             continue
-        row = new_job_row(spec, now, now_us, parent)
-        job = job_from_row(row)
+        row, job = new_job(spec, now, now_us, stamp, parent)
         if key is not None:
             existing[key] = job  # a later job of this batch with the same key gets this one
         rows.append(row)
         results.append(InsertResult(job, created=True))
         created.append(job)
-    taken = _taken_rows(conn, specs, rows)
+    taken = _taken_rows(conn, specs, created)
     if taken and not skip_taken_ids:
-        raise DuplicateJobError(rows[min(taken)][ID])
+        raise DuplicateJobError(created[min(taken)].id)
     if taken:
         dropped = {id(created[i]) for i in taken}
         rows = [row for i, row in enumerate(rows) if i not in taken]
+        created = [job for i, job in enumerate(created) if i not in taken]
         results = [r for r in results if not r.created or id(r.job) not in dropped]
-    conn.executemany(Q["job_insert"], rows)
-    conn.executemany(Q["queue_register"], [(q,) for q in dict.fromkeys(row[QUEUE] for row in rows)])
+    # Consecutive rows of one shape go in one executemany; never reordered, so seq follows the batch.
+    for size, same_shape in itertools.groupby(rows, key=len):
+        conn.executemany(Q[INSERT_QUERIES[size]], same_shape)
+    conn.executemany(Q["queue_register"], [(q,) for q in dict.fromkeys(job.queue for job in created)])
     return results
 
 
@@ -88,21 +92,21 @@ def _existing_by_key(conn: sqlite3.Connection, specs: Sequence[NewJob]) -> dict[
     return {row[IDEMPOTENCY_KEY]: job_from_row(row) for row in rows}
 
 
-def _taken_rows(conn: sqlite3.Connection, specs: Sequence[NewJob], rows: list[Row]) -> set[int]:
-    """Positions in ``rows`` whose client-chosen id is already stored or came earlier in the batch.
+def _taken_rows(conn: sqlite3.Connection, specs: Sequence[NewJob], created: list[Job]) -> set[int]:
+    """Positions in ``created`` whose client-chosen id is already stored or came earlier in the batch.
 
     Generated ids are unique by construction, so a batch without client ids costs no query."""
     if all(s.id is None for s in specs):
         return set()
     chosen = {s.id for s in specs if s.id is not None}
-    ids = [row[ID] for row in rows if row[ID] in chosen]
+    ids = [job.id for job in created if job.id in chosen]
     stored = {r[0] for r in conn.execute(Q["job_ids_taken"], {"ids": dumps(ids)})}
     seen: set[str] = set()
     taken: set[int] = set()
-    for i, row in enumerate(rows):
-        if row[ID] in stored or row[ID] in seen:
+    for i, job in enumerate(created):
+        if job.id in stored or job.id in seen:
             taken.add(i)
-        seen.add(row[ID])
+        seen.add(job.id)
     return taken
 
 
