@@ -1,9 +1,10 @@
-"""In-process wake-ups for backends without a server to carry them (memory, SQLite).
+"""In-process wake-ups: every backend's waiters, whatever carries the notification to the process.
 
 Producers and workers may run on different threads and event loops (the sync producer API runs its own
 loop in a thread), so a notification is delivered with ``call_soon_threadsafe`` to each waiter's loop.
-Other processes on the same SQLite file are not reached: they find new jobs by polling. The PostgreSQL
-and Redis backends feed one of these from their LISTEN connection or pub/sub subscription.
+The memory backend notifies one of these directly; SQLite also feeds it from the datagram sockets
+other processes on the same file write to (storage/sqlite/wakeup.py); PostgreSQL and Redis feed it
+from their LISTEN connection or pub/sub subscription.
 """
 
 from __future__ import annotations
