@@ -16,6 +16,7 @@ import pytest
 from relay.clock import ManualClock
 from relay.storage.params import ClaimParams, FinishItem, ListParams, LogAppend, LogParams, PruneParams
 from relay.storage.postgres import PostgresStorage
+from relay.storage.postgres.rows import json_array
 from relay.storage.postgres.sql import Q
 from relay.types import JobKind, NewJob, Outcome
 from servers.postgres import postgres_server, postgres_url
@@ -106,7 +107,13 @@ async def test_the_claim_reads_waiting_jobs_through_its_partial_indexes(
     await storage.job_insert_many([NewJob(kind=JobKind.SHELL, payload={}, delay=3600) for _ in range(2000)])
     for _ in range(10):
         await one_round(storage)
-    params = {"now": clock.now(), "queues": ["default"], "kinds": ["shell"], "limit": 10, "worker_id": "w"}
+    params = {
+        "now": clock.now(),
+        "queues": json_array(["default"]),
+        "kinds": json_array(["shell"]),
+        "limit": 10,
+        "worker_id": "w",
+    }
     text = plan(postgres_url, Q["job_claim"], params)
     assert "jobs_pending" in text, text
     assert "jobs_due" in text, text

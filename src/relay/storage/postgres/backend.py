@@ -150,7 +150,7 @@ class PostgresStorage:
             return []
         batch = InsertBatch.of(jobs)
         results = await self._db.run(lambda conn, now: writes.insert_jobs(conn, now, batch))
-        self._waiters.notify_threadsafe([r.job.queue for r in results if r.created])
+        self._waiters.notify_threadsafe(list({r.job.queue for r in results if r.created}))
         return results
 
     async def job_claim(self, p: ClaimParams) -> list[Job]:
