@@ -7,8 +7,6 @@ sent that match what was stored, and the query texts psycopg caches.
 
 from __future__ import annotations
 
-import gc
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -18,9 +16,8 @@ from psycopg._queries import MAX_CACHED_STATEMENT_LENGTH
 from relay.errors import InvalidJobError
 from relay.storage.params import ClaimParams, FinishItem, HeartbeatItem
 from relay.storage.postgres import PostgresStorage
-from relay.storage.postgres.inserts import collector_paused, new_job_ids
 from relay.storage.postgres.sql import Q
-from relay.types import AttemptError, JobKind, JobState, NewJob, Outcome, new_job_id
+from relay.types import AttemptError, JobKind, JobState, NewJob, Outcome
 from servers.postgres import postgres_server, postgres_url
 
 __all__ = ["postgres_server", "postgres_url"]
@@ -147,31 +144,3 @@ def test_every_query_fits_psycopgs_statement_cache() -> None:
     too_long = {name: len(q) for name, q in Q.items() if len(q) > MAX_CACHED_STATEMENT_LENGTH}
     assert too_long == {}
     assert not any(line.lstrip().startswith("--") for q in Q.values() for line in q.splitlines())
-
-
-def test_batch_ids_have_the_shape_of_single_ids() -> None:
-    ids = new_job_ids(2000)
-    assert len(set(ids)) == 2000
-    single = uuid.UUID(new_job_id())
-    for value in ids[:50]:
-        parsed = uuid.UUID(value)
-        assert str(parsed) == value
-        assert (parsed.version, parsed.variant) == (7, uuid.RFC_4122)
-        assert abs((parsed.int >> 80) - (single.int >> 80)) < 60_000  # milliseconds apart, at most
-    assert new_job_ids(0) == []
-
-
-def test_the_collector_pause_leaves_the_collector_as_found() -> None:
-    assert gc.isenabled()
-    with collector_paused(10):  # a small batch: not paused
-        assert gc.isenabled()
-    with collector_paused(10_000):
-        assert not gc.isenabled()
-    assert gc.isenabled()
-    gc.disable()
-    try:
-        with collector_paused(10_000):
-            assert not gc.isenabled()
-        assert not gc.isenabled()  # the caller's choice is kept
-    finally:
-        gc.enable()

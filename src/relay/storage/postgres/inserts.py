@@ -9,11 +9,7 @@ idempotency key was already taken, ``job_by_idempotency_keys``.
 
 from __future__ import annotations
 
-import gc
-import secrets
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -21,6 +17,7 @@ from typing import Any
 from psycopg import AsyncConnection, Connection, errors
 
 from relay.errors import DuplicateJobError, InvalidJobError, StorageUnavailableError
+from relay.storage.batching import collector_paused
 from relay.storage.params import InsertResult
 from relay.storage.postgres.rows import (
     IDEMPOTENCY_KEY,
@@ -32,7 +29,7 @@ from relay.storage.postgres.rows import (
 )
 from relay.storage.postgres.sql import Q
 from relay.storage.sql_rows import Row
-from relay.types import Job, NewJob
+from relay.types import Job, NewJob, new_job_ids
 
 
 @dataclass(slots=True)
@@ -119,45 +116,6 @@ class InsertBatch:
         """The error for a batch that hit a taken client id: the first such id in batch order."""
         first = next((self.ids[i] for i in self.sent if self.ids[i] in taken), None)
         return DuplicateJobError(first or self.ids[self.sent[0]])
-
-
-def new_job_ids(n: int) -> list[str]:
-    """``n`` fresh ids shaped like :func:`relay.types.new_job_id` (UUIDv7: 48 bits of milliseconds,
-    version 7, the RFC 9562 variant, 74 random bits), with one read of the system's randomness for them
-    all instead of one each (a fifth of the cost, for 10,000 ids)."""
-    ms = f"{time.time_ns() // 1_000_000 & 0xFFFF_FFFF_FFFF:012x}"
-    head = f"{ms[:8]}-{ms[8:]}-7"
-    rand = secrets.token_hex(10 * n)  # 20 random hex digits per id, 19 used
-    return [
-        f"{head}{rand[k : k + 3]}-{_VARIANT[rand[k + 3]]}{rand[k + 4 : k + 7]}-{rand[k + 7 : k + 19]}"
-        for k in range(0, 20 * n, 20)
-    ]
-
-
-# The 17th hex digit of a UUID holds the variant bits 10xx: 8, 9, a or b, from any random hex digit.
-_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
-
-_PAUSE_FROM = 1000  # jobs in a batch from which building its results pauses the garbage collector
-
-
-@contextmanager
-def collector_paused(size: int) -> Iterator[None]:
-    """Pause Python's cyclic garbage collector while the results of a batch of ``size`` jobs are built.
-
-    Why: the results of 10,000 jobs are some 40,000 objects the collector tracks (jobs, results, their
-    JSON values), all alive until the batch returns. The collector counts them as survivors, promotes
-    them to its oldest generation, and every second or third batch runs a full collection over every
-    object of the process; in the bulk bench (which holds its 50,000 job specs) that was a third of the
-    producer's CPU. None of these objects forms a reference cycle, so pausing frees nothing later than
-    reference counting does. The collector is left as found: a caller that disabled it keeps it off."""
-    if size < _PAUSE_FROM or not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 class IdTaken(Exception):

@@ -33,6 +33,7 @@ import orjson
 
 from relay.clock import Clock
 from relay.errors import InvalidJobError, StorageUnavailableError
+from relay.storage.batching import collector_paused
 from relay.storage.loop_thread import LoopThread
 from relay.storage.params import (
     Capabilities,
@@ -53,7 +54,6 @@ from relay.storage.params import (
     RequeueParams,
 )
 from relay.storage.redis import admin, maintenance, writes
-from relay.storage.redis.bulk import collector_paused, new_job_ids
 from relay.storage.redis.codec import (
     draft_job,
     duration_us,
@@ -68,7 +68,7 @@ from relay.storage.redis.options import parse_options, redacted
 from relay.storage.redis.scripts import Scripts
 from relay.storage.redis.session import Session, check_layout, new_client, run
 from relay.storage.redis.wakeups import Wakeups
-from relay.types import Job, JobState, LogLine, NewJob, QueueInfo, WorkerInfo
+from relay.types import Job, JobState, LogLine, NewJob, QueueInfo, WorkerInfo, new_job_ids
 
 T = TypeVar("T")
 

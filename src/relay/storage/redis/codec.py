@@ -41,7 +41,7 @@ from typing import Any
 import orjson
 
 from relay.errors import InvalidJobError
-from relay.storage.redis.bulk import collector_paused
+from relay.storage.batching import collector_paused
 from relay.types import (
     JSON,
     AttemptError,

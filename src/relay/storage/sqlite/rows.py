@@ -25,7 +25,6 @@ from relay.types import (
     LogLine,
     NewJob,
     WorkerInfo,
-    new_job_id,
 )
 
 # Positions used outside the full mapping.
@@ -65,7 +64,7 @@ def _errors(text: str) -> tuple[AttemptError, ...]:
 
 
 def new_job(
-    spec: NewJob, now: datetime, now_us: int, stamp: datetime, parent_id: str | None
+    spec: NewJob, job_id: str, now: datetime, now_us: int, stamp: datetime, parent_id: str | None
 ) -> tuple[Row, Job]:
     """A job about to be inserted: its parameters for one of :data:`INSERT_QUERIES`, and the
     :class:`Job` that row will read back as (what :func:`job_from_row` returns for it), built from the
@@ -77,7 +76,6 @@ def new_job(
     metadata, chains or checkpoint, and those cost one test each here, no call. A job whose nullable
     columns are all NULL binds the short row of ``job_insert_plain`` (see queries.sql for why).
     """
-    job_id = spec.id or new_job_id()
     if spec.run_at is None and not spec.delay:
         run_us, run_at, state = now_us, stamp, _PENDING
     else:

@@ -37,7 +37,7 @@ from relay.storage.sqlite.rows import (
     to_us,
 )
 from relay.storage.sqlite.sql import Q
-from relay.types import Job, JobState, NewJob, Outcome
+from relay.types import Job, JobState, NewJob, Outcome, new_job_ids
 
 # -- insert --------------------------------------------------------------------------------------
 
@@ -58,12 +58,13 @@ def insert_jobs(
     results: list[InsertResult] = []
     rows: list[Row] = []
     created: list[Job] = []  # the job of each row, same positions
+    fresh = iter(new_job_ids(sum(1 for spec in specs if spec.id is None)))
     for spec, parent in zip(specs, parents or [None] * len(specs), strict=True):
         key = spec.idempotency_key
         if key is not None and key in existing:
             results.append(InsertResult(existing[key], created=False))
             continue
-        row, job = new_job(spec, now, now_us, stamp, parent)
+        row, job = new_job(spec, spec.id or next(fresh), now, now_us, stamp, parent)
         if key is not None:
             existing[key] = job  # a later job of this batch with the same key gets this one
         rows.append(row)
