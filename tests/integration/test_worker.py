@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from typing import Any
 
 from relay import Relay, job_context
+from relay.app import worker_config
+from relay.runtime.worker import Worker
 from relay.types import Job, JobState
 
 from .helpers import eventually, running
@@ -344,3 +347,46 @@ async def test_the_pruner_deletes_every_finished_job_past_the_retention_in_batch
     assert await pruner.run_once() == 25
     for h in handles:
         assert await app.storage.job_get(h.id) is None
+
+
+class SlowRecording:
+    """The app's real storage, with outcomes held at the door until ``door`` is set: recording is
+    slow (a far database, a storage outage) while everything else works."""
+
+    def __init__(self, storage: Any) -> None:
+        self._storage = storage
+        self.door = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._storage, name)
+
+    async def job_finish_many(self, items: Any) -> Any:
+        await self.door.wait()
+        return await self._storage.job_finish_many(items)
+
+
+async def test_a_slot_frees_when_its_code_ends_and_unrecorded_outcomes_are_bounded(app: Relay) -> None:
+    started: list[int] = []
+
+    @app.task
+    async def quick(n: int) -> int:
+        started.append(n)
+        return n
+
+    handles = [await quick.enqueue_async(n) for n in range(6)]
+    storage = SlowRecording(app.storage)
+    worker = Worker(storage, app.registry, worker_config(app.settings, concurrency=2))  # type: ignore[arg-type]
+    async with running(worker):
+        # Two slots: two jobs run, their outcomes wait, and two more run meanwhile; then the
+        # outcomes waiting (4) exceed one set of slots and the worker takes no more.
+        await eventually(lambda: _async(len(started) == 4), what="four jobs started")
+        assert worker._free_slots() == 0
+        assert (await app.get_job_async(handles[5].id)).state is JobState.PENDING
+        storage.door.set()
+        jobs = [await final(app, h.id) for h in handles]
+    assert sorted(started) == list(range(6))
+    assert all(j.state is JobState.COMPLETED for j in jobs)
+
+
+async def _async(value: bool) -> bool:
+    return value
