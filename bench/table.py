@@ -9,7 +9,7 @@ COLUMNS = {
     "bulk": ["enqueue_jobs_per_s", "processed_jobs_per_s", "wall_jobs_per_s"],
     "scale": ["history_jobs", "processed_jobs_per_s"],
     "latency": ["p50_ms", "p95_ms", "p99_ms", "max_ms"],
-    "shell": ["relay_jobs_per_s", "plain_loop_spawns_per_s", "plain_loop_before_after", "ratio"],
+    "shell": ["relay_jobs_per_s", "plain_loop_spawns_per_s", "ratio", "wall_ratio"],
 }
 
 
