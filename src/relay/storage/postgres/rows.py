@@ -21,6 +21,7 @@ import orjson
 from psycopg.abc import AdaptContext, Buffer
 from psycopg.adapt import Loader
 
+from relay.errors import InvalidJobError
 from relay.storage.sql_rows import KINDS as _KINDS
 from relay.storage.sql_rows import STATES as _STATES
 from relay.storage.sql_rows import Row
@@ -131,8 +132,8 @@ def insert_params(specs: Sequence[NewJob], ids: Sequence[str]) -> dict[str, str]
         "lease": json_array([s.lease for s in specs]),
         "idempotency_key": json_array([s.idempotency_key for s in specs]),
         "payload": json_array([s.payload for s in specs]),
-        "on_success": json_array([_chain(s.on_success) for s in specs]),
-        "on_failure": json_array([_chain(s.on_failure) for s in specs]),
+        "on_success": json_array([_chain(s.on_success, i, "on_success") for i, s in enumerate(specs)]),
+        "on_failure": json_array([_chain(s.on_failure, i, "on_failure") for i, s in enumerate(specs)]),
         "tags": json_array([s.tags for s in specs]),
         "metadata": json_array([s.metadata for s in specs]),
         "checkpoint": json_array([s.checkpoint for s in specs]),
@@ -144,8 +145,28 @@ def json_array(values: Sequence[Any]) -> str:
     return orjson.dumps(values).decode()
 
 
-def _chain(chain: NewJob | None) -> JSON:
-    return None if chain is None else chain.to_json()
+def _chain(chain: NewJob | None, position: int, field: str) -> JSON:
+    if chain is None:
+        return None
+    value = chain.to_json()
+    if _has_nul(value):
+        # The finish (and the reaper) read a stored chain with PostgreSQL's json operators, which
+        # refuse a \u0000 anywhere in the value: stored, it would make every finish of its parent
+        # fail. Refused here, the caller learns it at enqueue and nothing is written.
+        raise InvalidJobError(
+            f"[{position}].{field}", "PostgreSQL cannot store a NUL character (\\u0000) in a chained job"
+        )
+    return value
+
+
+def _has_nul(value: JSON) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any("\x00" in k or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 @dataclass(frozen=True, slots=True)
