@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -79,6 +80,8 @@ def scratch() -> Iterator[Path]:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    if args.profile is not None and shutil.which("py-spy") is None:
+        raise SystemExit("--profile needs py-spy: pip install py-spy")
     results: list[dict[str, object]] = []
     for backend in args.backends.split(","):
         with scratch() as tmp, contextmanager(SERVERS[backend])(tmp) as fresh_url:
