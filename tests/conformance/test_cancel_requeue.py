@@ -53,6 +53,37 @@ async def test_cancel_of_a_running_job_is_learned_at_heartbeat(storage: Storage,
     assert await list_all(storage, queues=["alerts"]) == []  # no chain after a cancel
 
 
+async def test_a_job_asked_to_cancel_that_fails_ends_cancelled_not_retried(
+    storage: Storage, clock: ManualClock
+) -> None:
+    # The worker may not have learned of the request yet (it does at its next heartbeat): storage
+    # itself does not retry a job an operator asked to cancel, nor run its on_failure job.
+    job = await claim_this(
+        storage, await insert_one(storage, max_retries=5, on_failure=new_job(queue="alerts"))
+    )
+    await storage.job_cancel(job.id)
+    clock.advance(1)
+    assert await fail(storage, job, clock, message="failed on its way out") is JobState.CANCELLED
+    stored = await get(storage, job.id)
+    assert (stored.state, stored.finished_at, stored.attempt) == (JobState.CANCELLED, clock.now(), 1)
+    assert [e.message for e in stored.errors] == ["failed on its way out"]
+    assert await list_all(storage, queues=["alerts"]) == []
+    clock.advance(7200)
+    assert await claim(storage) == []
+
+
+async def test_a_job_asked_to_cancel_that_is_released_ends_cancelled(
+    storage: Storage, clock: ManualClock
+) -> None:
+    job = await claim_this(storage, await insert_one(storage))
+    await storage.job_cancel(job.id)
+    clock.advance(1)
+    assert await finish(storage, job, Outcome.RELEASED) is JobState.CANCELLED
+    stored = await get(storage, job.id)
+    assert (stored.state, stored.finished_at, stored.errors) == (JobState.CANCELLED, clock.now(), ())
+    assert await claim(storage) == []
+
+
 @pytest.mark.parametrize("state", [JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED], ids=str)
 async def test_cancel_of_a_final_job_is_an_invalid_transition(
     storage: Storage, clock: ManualClock, state: JobState

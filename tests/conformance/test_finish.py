@@ -148,13 +148,6 @@ async def test_release_gives_the_attempt_back(storage: Storage, clock: ManualClo
     assert again.attempt == 1
 
 
-async def test_release_keeps_a_cancel_request(storage: Storage, clock: ManualClock) -> None:
-    running = await claim_this(storage, await insert_one(storage))
-    await storage.job_cancel(running.id)
-    assert await finish(storage, running, Outcome.RELEASED) is JobState.PENDING
-    assert (await get(storage, running.id)).cancel_requested is True
-
-
 async def test_finish_many_results_in_item_order_with_fencing_per_item(
     storage: Storage, clock: ManualClock
 ) -> None:

@@ -177,12 +177,15 @@ class MemoryStorage:
         if record is None:
             return None
         record.clear_lease()
-        if item.outcome is Outcome.COMPLETED:
+        outcome = item.outcome
+        if record.cancel_requested and outcome in (Outcome.FAILED, Outcome.RELEASED):
+            outcome = Outcome.CANCELLED  # asked to cancel: a failure or release must not run it again
+        if outcome is Outcome.COMPLETED:
             record.result = result
             self._end(record, JobState.COMPLETED, now, record.on_success, woken)
-        elif item.outcome is Outcome.FAILED:
+        elif outcome is Outcome.FAILED:
             self._record_failure(record, item, now, woken)
-        elif item.outcome is Outcome.CANCELLED:
+        elif outcome is Outcome.CANCELLED:
             _add_error(record, item.error)
             self._end(record, JobState.CANCELLED, now, None, woken)
         else:  # RELEASED at shutdown: the attempt did not happen, as far as retries are concerned.

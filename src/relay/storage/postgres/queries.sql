@@ -236,11 +236,12 @@ fenced AS (
            CASE WHEN json_typeof(i.result) <> 'null' THEN i.result END AS result,
            CASE WHEN json_typeof(i.error) <> 'null' THEN i.error END AS error,
            i.retry_delay::double precision AS retry_delay,
-           CASE i.outcome
-               WHEN 'completed' THEN 'completed'
-               WHEN 'failed' THEN
+           CASE
+               WHEN i.outcome = 'completed' THEN 'completed'
+               -- asked to cancel: a failure or a release on its way out must not run it again
+               WHEN i.outcome = 'cancelled' OR j.cancel_requested THEN 'cancelled'
+               WHEN i.outcome = 'failed' THEN
                    CASE WHEN i.retryable::boolean AND j.attempt <= j.max_retries THEN 'failed' ELSE 'dead' END
-               WHEN 'cancelled' THEN 'cancelled'
                ELSE 'pending'
            END AS new_state
     FROM ROWS FROM (

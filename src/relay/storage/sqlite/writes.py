@@ -220,14 +220,17 @@ def _finish_update(
     run_at: int | None = None
     finished_at: int | None = now_us
     error = None if item.error is None else dumps(item.error.to_json())
-    if item.outcome is Outcome.COMPLETED:
+    outcome = item.outcome
+    if fence[_CANCEL] and outcome in (Outcome.FAILED, Outcome.RELEASED):
+        outcome = Outcome.CANCELLED  # asked to cancel: a failure or release must not run it again
+    if outcome is Outcome.COMPLETED:
         state, error = JobState.COMPLETED, None
-    elif item.outcome is Outcome.FAILED and item.retryable and attempt <= max_retries:
+    elif outcome is Outcome.FAILED and item.retryable and attempt <= max_retries:
         state, finished_at = JobState.FAILED, None
         run_at = to_us(now + timedelta(seconds=item.retry_delay))
-    elif item.outcome is Outcome.FAILED:
+    elif outcome is Outcome.FAILED:
         state = JobState.DEAD
-    elif item.outcome is Outcome.CANCELLED:
+    elif outcome is Outcome.CANCELLED:
         state = JobState.CANCELLED
     else:  # RELEASED: back to pending, the attempt given back, run_at and errors untouched
         state, finished_at, error = JobState.PENDING, None, None

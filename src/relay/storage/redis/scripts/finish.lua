@@ -31,6 +31,10 @@ local function complete(id, token, result)
 end
 
 local function record(j, outcome, err, delay, retryable)
+  if j.cancel_requested and (outcome == 'failed' or outcome == 'released') then
+    -- An operator asked to cancel it: a failure or a release on its way out must not run it again.
+    outcome = 'cancelled'
+  end
   if outcome == 'failed' then
     add_error(j.id, err)
     if retryable == '1' and j.attempt <= j.max_retries then
