@@ -153,6 +153,29 @@ async def test_a_job_calling_sys_exit_fails_without_stopping_the_worker(app: Rel
     assert next_job.result == "ran"
 
 
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no message for you")
+
+
+async def test_an_exception_that_cannot_say_its_message_still_fails_its_job(app: Relay) -> None:
+    @app.task(max_retries=0)
+    async def broken() -> None:
+        raise Unprintable()
+
+    @app.task
+    async def after() -> str:
+        return "ran"
+
+    first = await broken.enqueue_async()
+    async with running(app.worker(concurrency=1)):
+        job = await final(app, first.id)
+        next_job = await final(app, (await after.enqueue_async()).id)  # the slot was given back
+    assert (job.state, job.errors[-1].type) == (JobState.DEAD, "Unprintable")
+    assert "could not be read" in job.errors[-1].message
+    assert next_job.result == "ran"
+
+
 async def test_cancelling_a_running_job_asks_first_then_stops_it(app: Relay) -> None:
     @app.task
     def polite() -> None:

@@ -3,6 +3,7 @@ released, lease_lost. Text for people by default; JSON with ``--log-format json`
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -37,7 +38,10 @@ class JsonFormatter(logging.Formatter):
         out.update(getattr(record, "relay", {}))
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(out, default=str).decode()
+        try:
+            return orjson.dumps(out, default=str).decode()
+        except TypeError:  # what orjson refuses (lone surrogates, integers past 64 bits), json writes
+            return json.dumps(out, default=str)
 
 
 class TextFormatter(logging.Formatter):

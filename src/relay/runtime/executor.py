@@ -106,17 +106,26 @@ class Executor:
     def _on_task_done(self, run: _Run, task: asyncio.Task[Any]) -> None:
         if run.settled:
             return  # abandoned earlier: its outcome is already recorded
-        if task.cancelled():
-            item = self._classify_error(run.attempt, asyncio.CancelledError())
-        elif (exc := task.exception()) is not None:
-            item = self._classify_error(run.attempt, exc)
-        elif isinstance(value := task.result(), _Raised):
-            item = self._classify_error(run.attempt, value.exc)
-        elif isinstance(value, ShellOutcome):
-            item = self._classify_shell(run.attempt, value)
-        else:
-            item = self._classify_result(run.attempt, value)
+        try:
+            item = self._classify_task(run.attempt, task)
+        except BaseException as exc:
+            # Classifying ran the job's own objects (an exception's __str__, say), which may raise:
+            # without an outcome the job would hold its slot and its lease for as long as we live.
+            item = self._failed(
+                run.attempt, "UnreportableError", f"the outcome could not be read: {_describe(exc)}"
+            )
         self._settle(run, item)
+
+    def _classify_task(self, attempt: Attempt, task: asyncio.Task[Any]) -> FinishItem:
+        if task.cancelled():
+            return self._classify_error(attempt, asyncio.CancelledError())
+        if (exc := task.exception()) is not None:
+            return self._classify_error(attempt, exc)
+        if isinstance(value := task.result(), _Raised):
+            return self._classify_error(attempt, value.exc)
+        if isinstance(value, ShellOutcome):
+            return self._classify_shell(attempt, value)
+        return self._classify_result(attempt, value)
 
     def _abandon(self, run: _Run) -> None:
         """The job's code did not stop in time: record the outcome without it."""
@@ -135,6 +144,7 @@ class Executor:
         for timer in run.timers:
             timer.cancel()
         attempt = run.attempt
+        attempt.on_stop = None  # a stop that comes later (a cancel's second stage) arms nothing
         if attempt.ctx.cancel_requested and item.outcome in (Outcome.FAILED, Outcome.RELEASED):
             # An operator asked to cancel it: a failure (or shutdown) on the way out must not retry it.
             error = item.error or self._error(attempt, "Cancelled", "cancelled by an operator")
@@ -234,7 +244,7 @@ class Executor:
         if isinstance(exc, ShellLaunchError):
             return self._failed(attempt, "ShellLaunchError", str(exc))
         tb = "".join(traceback.format_exception(exc))
-        return self._failed(attempt, type(exc).__name__, str(exc) or type(exc).__name__, tb=tb)
+        return self._failed(attempt, type(exc).__name__, _describe(exc), tb=tb)
 
     def _stopped(self, attempt: Attempt, reason: StopReason) -> FinishItem:
         job = attempt.job
@@ -287,6 +297,14 @@ class Executor:
             exit_code=exit_code,
             stderr_tail=_clean(stderr_tail),
         )
+
+
+def _describe(exc: BaseException) -> str:
+    """The exception's message, or its type's name when it has none or cannot say it."""
+    try:
+        return str(exc) or type(exc).__name__
+    except Exception:  # a job's exception with a broken __str__
+        return f"{type(exc).__name__} (its message could not be read)"
 
 
 @overload
