@@ -5,9 +5,9 @@ Who owns what (one event loop, plus two threads):
 - the claim loop (``_claim_loop``) is the only code that claims; it claims only as many jobs as there
   are free slots, and sleeps until a wake-up: a notification from storage, a freed slot, or a jittered
   poll (the source of truth: a notification is only a hint);
-- each claimed job runs in its own task (``_process``) through the executor, and hands its outcome to
-  the completer, which records outcomes in batches; a slot is freed once the job's code has ended
-  (so the next claim overlaps the recording), with a bound on outcomes waiting to be recorded;
+- each claimed job runs in its own task, started by the executor, whose outcome (``_on_outcome``)
+  goes to the completer, which records outcomes in batches; a slot is freed once the job's code has
+  ended (so the next claim overlaps the recording), with a bound on outcomes waiting to be recorded;
 - the heartbeat thread extends every running job's lease in one call, from a thread job code cannot
   starve, and reports lost leases and cancellation requests back to the loop;
 - the maintenance runner (reaper, scheduler, pruner) runs here too, but acts only while elected leader.
