@@ -277,35 +277,12 @@ finished AS (
     RETURNING j.seq, j.id, j.state, j.queue,
               CASE j.state WHEN 'completed' THEN j.on_success WHEN 'dead' THEN j.on_failure END AS chain
 ),
-chained AS (
-    INSERT INTO relay.jobs (
-        id, queue, kind, state, priority, attempt, max_retries, backoff_kind, backoff_base, backoff_max,
-        timeout, lease, run_at, created_at, updated_at, cancel_requested, idempotency_key, parent_id,
-        payload, on_success, on_failure, tags, metadata, checkpoint, errors
-    )
-    SELECT coalesce(c->>'id', relay.new_job_id()), c->>'queue', c->>'kind',
-           CASE WHEN s.start > clock.now THEN 'scheduled' ELSE 'pending' END,
-           (c->>'priority')::integer, 0, (c->>'max_retries')::integer, c->'backoff'->>'kind',
-           (c->'backoff'->>'base')::double precision, (c->'backoff'->>'max')::double precision,
-           (c->>'timeout')::double precision, (c->>'lease')::double precision, s.start, clock.now,
-           clock.now, false, c->>'idempotency_key', f.id, c->'payload',
-           CASE WHEN json_typeof(c->'on_success') = 'null' THEN NULL ELSE c->'on_success' END,
-           CASE WHEN json_typeof(c->'on_failure') = 'null' THEN NULL ELSE c->'on_failure' END,
-           c->'tags', c->'metadata',
-           CASE WHEN json_typeof(c->'checkpoint') = 'null' THEN NULL ELSE c->'checkpoint' END, '[]'
-    FROM finished AS f
-    CROSS JOIN clock
-    CROSS JOIN LATERAL (SELECT f.chain AS c) AS chain
-    CROSS JOIN LATERAL (
-        SELECT coalesce(
-            (c->>'run_at')::timestamptz,
-            clock.now + (c->>'delay')::double precision * interval '1 second'
-        ) AS start
-    ) AS s
-    WHERE f.chain IS NOT NULL
-    ORDER BY f.seq
-    ON CONFLICT DO NOTHING
-    RETURNING queue, state
+chained AS MATERIALIZED (
+    SELECT c.queue, c.state FROM relay.insert_chained(
+        (SELECT json_agg(json_build_object('parent', f.id, 'chain', f.chain) ORDER BY f.seq)
+         FROM finished AS f WHERE f.chain IS NOT NULL),
+        (SELECT now FROM clock)
+    ) AS c
 ),
 registered AS (
     INSERT INTO relay.queues (name) SELECT DISTINCT queue FROM chained ON CONFLICT (name) DO NOTHING
@@ -372,35 +349,12 @@ reaped AS (
     WHERE j.seq = expired.seq
     RETURNING j.seq, j.id, j.state, j.queue, CASE WHEN j.state = 'dead' THEN j.on_failure END AS chain
 ),
-chained AS (
-    INSERT INTO relay.jobs (
-        id, queue, kind, state, priority, attempt, max_retries, backoff_kind, backoff_base, backoff_max,
-        timeout, lease, run_at, created_at, updated_at, cancel_requested, idempotency_key, parent_id,
-        payload, on_success, on_failure, tags, metadata, checkpoint, errors
-    )
-    SELECT coalesce(c->>'id', relay.new_job_id()), c->>'queue', c->>'kind',
-           CASE WHEN s.start > clock.now THEN 'scheduled' ELSE 'pending' END,
-           (c->>'priority')::integer, 0, (c->>'max_retries')::integer, c->'backoff'->>'kind',
-           (c->'backoff'->>'base')::double precision, (c->'backoff'->>'max')::double precision,
-           (c->>'timeout')::double precision, (c->>'lease')::double precision, s.start, clock.now,
-           clock.now, false, c->>'idempotency_key', r.id, c->'payload',
-           CASE WHEN json_typeof(c->'on_success') = 'null' THEN NULL ELSE c->'on_success' END,
-           CASE WHEN json_typeof(c->'on_failure') = 'null' THEN NULL ELSE c->'on_failure' END,
-           c->'tags', c->'metadata',
-           CASE WHEN json_typeof(c->'checkpoint') = 'null' THEN NULL ELSE c->'checkpoint' END, '[]'
-    FROM reaped AS r
-    CROSS JOIN clock
-    CROSS JOIN LATERAL (SELECT r.chain AS c) AS chain
-    CROSS JOIN LATERAL (
-        SELECT coalesce(
-            (c->>'run_at')::timestamptz,
-            clock.now + (c->>'delay')::double precision * interval '1 second'
-        ) AS start
-    ) AS s
-    WHERE r.chain IS NOT NULL
-    ORDER BY r.seq
-    ON CONFLICT DO NOTHING
-    RETURNING queue, state
+chained AS MATERIALIZED (
+    SELECT c.queue, c.state FROM relay.insert_chained(
+        (SELECT json_agg(json_build_object('parent', r.id, 'chain', r.chain) ORDER BY r.seq)
+         FROM reaped AS r WHERE r.chain IS NOT NULL),
+        (SELECT now FROM clock)
+    ) AS c
 ),
 registered AS (
     INSERT INTO relay.queues (name) SELECT DISTINCT queue FROM chained ON CONFLICT (name) DO NOTHING
