@@ -369,6 +369,10 @@ async def test_an_insert_wakes_a_waiter_of_another_instance(url: str) -> None:
         await worker.wait_for_jobs(["mail"], 0.01)
         await until(lambda: _has_subscriber(url), "the subscription")
         waiter = asyncio.create_task(worker.wait_for_jobs(["mail"], 30.0))
+        # Yield once: the waiter registers in its first step. Without this, on a loaded machine the
+        # insert's wake-up could reach the worker (on other threads) before the waiter existed, and a
+        # wake-up nobody waits for is dropped (the poll covers it in a real worker).
+        await asyncio.sleep(0)
         await producer.job_insert_many([job(queue="mail")])
         assert await asyncio.wait_for(waiter, WAKE_TIMEOUT) is True
         other = asyncio.create_task(worker.wait_for_jobs(["sms"], 0.2))

@@ -125,6 +125,7 @@ async def test_the_wakeup_subscription_comes_back_after_a_restart(
         server.start()
         await until(lambda: _subscribers(server), "the subscription after the restart")
         waiter = asyncio.create_task(storage.wait_for_jobs(["mail"], 30.0))
+        await asyncio.sleep(0)  # yield once: the waiter registers before the insert can wake anyone
         await producer.job_insert_many([job(queue="mail")])
         assert await asyncio.wait_for(waiter, DEADLINE) is True
     finally:
