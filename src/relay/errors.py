@@ -12,15 +12,41 @@ class RelayError(Exception):
     code = "relay_error"  # a stable machine-readable code, used by the HTTP API
 
 
-class InvalidJobError(RelayError, ValueError):
-    """A job document (or option) is invalid. ``field`` is a dotted path, such as ``payload.command``."""
+class InvalidFieldError(RelayError, ValueError):
+    """Some input is invalid. ``field`` is a dotted path to the problem, such as ``payload.command``."""
 
-    code = "invalid_job"
+    code = "invalid"
 
     def __init__(self, field: str, message: str) -> None:
         self.field = field
         self.message = message
         super().__init__(f"{field}: {message}" if field else message)
+
+
+class InvalidJobError(InvalidFieldError):
+    """A job document (or option) is invalid."""
+
+    code = "invalid_job"
+
+
+class InvalidLimitError(InvalidFieldError):
+    """A queue limit is invalid (``rate``, ``burst``, ``concurrency``...)."""
+
+    code = "invalid_limit"
+
+
+class InvalidScheduleError(InvalidFieldError):
+    """A schedule is invalid: its spec, timezone, catch-up policy or job."""
+
+    code = "invalid_schedule"
+
+
+class ScheduleNotFoundError(RelayError, LookupError):
+    code = "not_found"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"no schedule named {name!r}")
 
 
 class JobNotFoundError(RelayError, LookupError):

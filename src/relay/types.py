@@ -74,6 +74,27 @@ class BackoffKind(StrEnum):
     FIXED = "fixed"
 
 
+class UniqueWhile(StrEnum):
+    """How long a job's ``idempotency_key`` keeps a second job with the same key out."""
+
+    STORED = "stored"  # while the job is stored (until it is pruned or purged): the default
+    ACTIVE = "active"  # while it is pending, scheduled, running or failed: free again once it ends
+
+
+class OrderingDead(StrEnum):
+    """What a dead job does to the later jobs of its ordering key (a queue setting)."""
+
+    CONTINUE = "continue"  # the next job of the key runs; the dead one waits in the DLQ (the default)
+    BLOCK = "block"  # the key stays held until the dead job is requeued (and ends) or purged
+
+
+class CatchUp(StrEnum):
+    """What a schedule does with ticks that came while no scheduler was running."""
+
+    ONCE = "once"  # one job, for the latest missed tick (the default)
+    SKIP = "skip"  # none: the next tick on time runs
+
+
 class Outcome(StrEnum):
     """What a worker reports at the end of an attempt."""
 
@@ -153,6 +174,12 @@ class NewJob:
     tags: tuple[str, ...] = ()
     metadata: dict[str, JSON] = field(default_factory=dict)
     checkpoint: JSON = None  # initial state handed to the first attempt (runner protocol's ``state``)
+    # Flow control (docs/flow-control.md); the keys only count in a queue whose limits use them.
+    rate_key: str | None = None  # one token bucket per key when the queue has a key_rate
+    concurrency_key: str | None = None  # at most key_concurrency running per key
+    ordering_key: str | None = None  # jobs of one key (in one queue) run one at a time, in order
+    unique_for: float | None = None  # seconds the idempotency key holds; None: no time limit
+    unique_while: UniqueWhile = UniqueWhile.STORED
 
     def with_payload(self, payload: JSON) -> NewJob:
         """This job with another payload: what each enqueue of a task does to the task's template.
@@ -205,6 +232,7 @@ class NewJob:
             if d.get(chain):
                 d[chain] = NewJob.from_json(d[chain])
         d["tags"] = tuple(d.get("tags") or ())
+        d["unique_while"] = UniqueWhile(d.get("unique_while") or UniqueWhile.STORED)
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -284,6 +312,12 @@ class Job:
     result: JSON = None
     errors: tuple[AttemptError, ...] = ()
     parent_id: str | None = None  # the job whose outcome enqueued this one (on_success / on_failure)
+    rate_key: str | None = None
+    concurrency_key: str | None = None
+    ordering_key: str | None = None
+    held: bool = False  # waiting behind an earlier job of its ordering key: not claimable yet
+    unique_until: datetime | None = None  # when the idempotency key stops holding (None: never)
+    unique_while: UniqueWhile = UniqueWhile.STORED
 
     @property
     def attempts_left(self) -> bool:
@@ -308,11 +342,73 @@ class LogLine:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimit:
+    """A token bucket: ``rate`` tokens a second, holding at most ``burst``. Each claimed job takes one.
+
+    Over any window of ``t`` seconds it lets at most ``burst + rate * t`` jobs start.
+    """
+
+    rate: float  # tokens per second, > 0
+    burst: int  # the bucket's size, >= 1; a new (or idle) bucket is full
+
+
+@dataclass(frozen=True, slots=True)
+class QueueLimits:
+    """A queue's flow control, kept in storage and obeyed by every worker at its next claim.
+
+    ``None`` is "no limit". The per-key limits apply to jobs that carry the key (``rate_key``,
+    ``concurrency_key``); a job without one is bound by the queue-wide limits only.
+    """
+
+    rate: RateLimit | None = None  # the whole queue
+    key_rate: RateLimit | None = None  # each rate_key its own bucket
+    concurrency: int | None = None  # running at once in the queue, across the whole fleet
+    key_concurrency: int | None = None  # running at once per concurrency_key
+    ordering_dead: OrderingDead = OrderingDead.CONTINUE
+
+    @property
+    def limited(self) -> bool:
+        """Whether a claim from this queue has anything to check beyond its jobs' order."""
+        return (
+            self.rate is not None
+            or self.key_rate is not None
+            or self.concurrency is not None
+            or self.key_concurrency is not None
+        )
+
+
+NO_LIMITS = QueueLimits()
+
+
+@dataclass(frozen=True, slots=True)
 class QueueInfo:
     name: str
     paused: bool
     counts: dict[JobState, int]
     oldest_pending_at: datetime | None = None
+    limits: QueueLimits = NO_LIMITS
+    tokens: float | None = None  # what the queue-wide bucket holds now; None without a rate
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """A periodic job: ``job`` is enqueued at every tick of ``spec`` (in ``timezone``).
+
+    ``spec`` is a 5-field cron expression, an alias such as ``@hourly``, or ``every 30s``
+    (:mod:`relay.jobs.cron` parses it; storage only keeps it). Exactly one job is enqueued per tick.
+    """
+
+    name: str
+    spec: str
+    timezone: str  # an IANA name, such as "Europe/Berlin"
+    job: NewJob  # the template of each tick's job
+    catch_up: CatchUp
+    paused: bool
+    next_run_at: datetime | None  # the next tick to enqueue; None when the spec has no more ticks
+    last_run_at: datetime | None  # the tick of the last job enqueued
+    last_job_id: str | None
+    created_at: datetime
+    updated_at: datetime
 
 
 @dataclass(frozen=True, slots=True)

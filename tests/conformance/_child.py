@@ -15,11 +15,12 @@ import json
 import random
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 from relay.app import storage_from_url
 from relay.storage.base import Storage
-from relay.storage.params import ClaimParams, FinishItem
+from relay.storage.params import ClaimParams, FinishItem, ScheduleFire
 from relay.types import JobKind, JobState, NewJob, Outcome
 
 Work = Callable[..., Awaitable[dict[str, Any]]]
@@ -56,7 +57,42 @@ async def claim_until_empty(storage: Storage, index: int, *, queue: str) -> dict
             raise RuntimeError(f"{worker_id}: completion refused for jobs it had just claimed: {refused}")
 
 
-WORK: dict[str, Work] = {"insert": insert_with_keys, "claim": claim_until_empty}
+async def claim_once(
+    storage: Storage, index: int, *, queue: str, limit: int, rounds: int = 1
+) -> dict[str, Any]:
+    """Claim ``rounds`` times (finishing nothing), as workers racing for a limited queue would."""
+    worker_id = f"claimer-{index}"
+    claimed: list[str] = []
+    for _ in range(rounds):
+        jobs = await storage.job_claim(ClaimParams(queues=[queue], worker_id=worker_id, limit=limit))
+        claimed.extend(job.id for job in jobs)
+    return {"worker_id": worker_id, "claimed": claimed}
+
+
+async def fire_schedule(storage: Storage, index: int, *, name: str, ticks: list[str]) -> dict[str, Any]:
+    """Fire the schedule's next tick again and again, as every node running the cron scheduler does,
+    until it has moved past the last of ``ticks`` (ISO times a minute apart)."""
+    last = datetime.fromisoformat(ticks[-1])
+    fired: list[str] = []
+    while True:
+        current = await storage.schedule_get(name)
+        assert current is not None
+        assert current.next_run_at is not None
+        tick = current.next_run_at
+        if tick > last:
+            return {"fired": fired}
+        job = NewJob(kind=JobKind.SHELL, payload={"tick": tick.isoformat()}, idempotency_key=f"{name}@{tick}")
+        fire = ScheduleFire(name, tick, tick, tick + timedelta(minutes=1), job)
+        if (await storage.schedule_fire(fire)).fired:
+            fired.append(tick.isoformat())
+
+
+WORK: dict[str, Work] = {
+    "insert": insert_with_keys,
+    "claim": claim_until_empty,
+    "claim_once": claim_once,
+    "fire": fire_schedule,
+}
 
 
 async def run_child(role: str, url: str, index: int, args: dict[str, Any]) -> dict[str, Any]:

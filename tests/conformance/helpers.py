@@ -17,13 +17,14 @@ from relay.jobs.backoff import retry_delay as backoff_retry_delay
 from relay.storage.base import Storage
 from relay.storage.params import (
     BUILTIN_KINDS,
+    ClaimedJobs,
     ClaimParams,
     FinishItem,
     HeartbeatItem,
     HeartbeatResult,
     ListParams,
 )
-from relay.types import AttemptError, Backoff, Job, JobKind, JobState, NewJob, Outcome
+from relay.types import AttemptError, Backoff, Job, JobKind, JobState, NewJob, Outcome, QueueLimits
 
 #: Where every test's ManualClock starts.
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -188,3 +189,22 @@ async def yield_to_loop(times: int = 5) -> None:
 
 def seconds(n: float) -> timedelta:
     return timedelta(seconds=n)
+
+
+async def set_limits(storage: Storage, queue: str = "default", **limits: Any) -> None:
+    """Give ``queue`` these :class:`QueueLimits` (``rate=RateLimit(...)``, ``concurrency=...``)."""
+    await storage.queue_limits_set(queue, QueueLimits(**limits))
+
+
+async def claim_limited(storage: Storage, **kwargs: Any) -> ClaimedJobs:
+    """A claim whose ``retry_after`` the test reads (``claim`` with the result as the seam returns it)."""
+    queues = kwargs.pop("queues", ("default",))
+    params = ClaimParams(
+        queues=queues, worker_id=kwargs.pop("worker_id", "worker-1"), limit=kwargs.pop("limit", 10)
+    )
+    assert not kwargs, f"unknown arguments {kwargs}"
+    return await storage.job_claim(params)
+
+
+def approx_seconds(actual: float | None, expected: float, tolerance: float = 0.01) -> bool:
+    return actual is not None and abs(actual - expected) <= tolerance

@@ -10,7 +10,7 @@ from relay.app import storage_from_url
 from relay.clock import ManualClock
 from relay.errors import DuplicateJobError
 from relay.storage.base import Storage
-from relay.types import Backoff, BackoffKind, JobKind, JobState, new_job_id
+from relay.types import Backoff, BackoffKind, JobKind, JobState, UniqueWhile, new_job_id
 
 from .helpers import T0, claim, complete, get, insert, insert_one, list_all, new_job, seconds
 
@@ -37,6 +37,11 @@ async def test_every_field_of_new_job_lands_in_job(storage: Storage, clock: Manu
         tags=("billing", "nightly"),
         metadata={"owner": "ops", "nested": {"list": [1, 2.5, True, None]}},
         checkpoint={"step": 3},
+        rate_key="customer-7",
+        concurrency_key="account-7",
+        ordering_key="ledger-7",
+        unique_for=600.0,
+        unique_while=UniqueWhile.ACTIVE,
     )
     [result] = await storage.job_insert_many([spec])
     assert result.created is True
@@ -67,6 +72,10 @@ async def test_every_field_of_new_job_lands_in_job(storage: Storage, clock: Manu
     assert (job.worker_id, job.cancel_requested, job.progress, job.result) == (None, False, None, None)
     assert job.errors == ()
     assert job.parent_id is None
+    assert (job.rate_key, job.concurrency_key, job.ordering_key) == ("customer-7", "account-7", "ledger-7")
+    assert job.held is False  # the first job of its ordering key
+    assert job.unique_until == now + seconds(600)
+    assert job.unique_while is UniqueWhile.ACTIVE
     assert await storage.job_get(job.id) == job
 
 
@@ -88,6 +97,8 @@ async def test_defaults(storage: Storage, clock: ManualClock) -> None:
     assert job.tags == ()
     assert job.metadata == {}
     assert job.checkpoint is None
+    assert (job.rate_key, job.concurrency_key, job.ordering_key, job.held) == (None, None, None, False)
+    assert (job.unique_until, job.unique_while) == (None, UniqueWhile.STORED)
     assert await storage.job_get(job.id) == job
 
 

@@ -103,3 +103,28 @@ async def test_oldest_pending_at(storage: Storage, clock: ManualClock) -> None:
     [info] = await storage.queue_list()
     assert info.oldest_pending_at is None
     assert info.counts[JobState.RUNNING] == 3
+
+
+async def test_queue_limits_round_trip_and_clear(storage: Storage) -> None:
+    from relay.types import NO_LIMITS, OrderingDead, QueueLimits, RateLimit
+
+    limits = QueueLimits(
+        rate=RateLimit(rate=100.0, burst=20),
+        key_rate=RateLimit(rate=10 / 60, burst=10),
+        concurrency=5,
+        key_concurrency=1,
+        ordering_dead=OrderingDead.BLOCK,
+    )
+    await storage.queue_limits_set("emails", limits)  # an unknown queue becomes known
+    [info] = await storage.queue_list()
+    assert info.name == "emails"
+    assert info.paused is False
+    assert info.limits == limits
+    assert info.tokens == 20.0
+    await storage.queue_pause("emails")
+    assert by_name(await storage.queue_list())["emails"].limits == limits  # pausing keeps the limits
+    await storage.queue_limits_set("emails", NO_LIMITS)
+    cleared = by_name(await storage.queue_list())["emails"]
+    assert cleared.limits == NO_LIMITS
+    assert cleared.tokens is None
+    assert cleared.paused is True

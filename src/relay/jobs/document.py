@@ -34,6 +34,7 @@ from relay.types import (
     BackoffKind,
     JobKind,
     NewJob,
+    UniqueWhile,
 )
 
 #: How deep ``on_success`` / ``on_failure`` documents may nest below the top-level document.
@@ -90,6 +91,11 @@ def _build_job(doc: JobDocument, path: str) -> NewJob:
     payload, payload_timeout = _build_payload(doc.type, doc.payload, join_path(path, "payload"))
     if doc.run_at is not None and doc.delay is not None:
         raise InvalidJobError(join_path(path, "delay"), "give either run_at or delay, not both")
+    if doc.idempotency_key is None and (doc.unique_for is not None or doc.unique_while is UniqueWhile.ACTIVE):
+        field = "unique_for" if doc.unique_for is not None else "unique_while"
+        raise InvalidJobError(
+            join_path(path, field), "needs an idempotency_key: it says how long that key holds"
+        )
     return NewJob(
         kind=doc.type,
         payload=payload,
@@ -107,6 +113,11 @@ def _build_job(doc: JobDocument, path: str) -> NewJob:
         on_failure=_build_chain(doc.on_failure, join_path(path, "on_failure")),
         tags=tuple(doc.tags),
         metadata=doc.metadata,
+        rate_key=doc.rate_key,
+        concurrency_key=doc.concurrency_key,
+        ordering_key=doc.ordering_key,
+        unique_for=doc.unique_for,
+        unique_while=doc.unique_while,
     )
 
 
@@ -192,6 +203,7 @@ _DEFAULTS: dict[str, JSON] = {
     "lease": DEFAULT_LEASE_SECONDS,
     "tags": [],
     "metadata": {},
+    "unique_while": UniqueWhile.STORED.value,
 }
 
 
@@ -218,6 +230,11 @@ def document_from_job(job: NewJob) -> dict[str, JSON]:
         "timeout": job.timeout,
         "lease": job.lease,
         "idempotency_key": job.idempotency_key,
+        "unique_for": job.unique_for,
+        "unique_while": job.unique_while.value,
+        "rate_key": job.rate_key,
+        "concurrency_key": job.concurrency_key,
+        "ordering_key": job.ordering_key,
         "on_success": None if job.on_success is None else document_from_job(job.on_success),
         "on_failure": None if job.on_failure is None else document_from_job(job.on_failure),
         "tags": list(job.tags),

@@ -28,10 +28,17 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
-from relay.errors import InvalidJobError
+from relay.errors import InvalidFieldError, InvalidJobError
 from relay.jobs.durations import parse_duration
 from relay.jobs.json_values import join_path, short_repr
-from relay.types import DEFAULT_LEASE_SECONDS, DEFAULT_MAX_RETRIES, DEFAULT_QUEUE, BackoffKind, JobKind
+from relay.types import (
+    DEFAULT_LEASE_SECONDS,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_QUEUE,
+    BackoffKind,
+    JobKind,
+    UniqueWhile,
+)
 
 QUEUE_PATTERN = r"^[A-Za-z0-9_.:-]+$"
 # Dotted, with no empty part and no whitespace. Looser than Python identifiers on purpose: the SDK names
@@ -39,6 +46,7 @@ QUEUE_PATTERN = r"^[A-Za-z0-9_.:-]+$"
 TASK_NAME_PATTERN = r"^[^\s.]+(?:\.[^\s.]+)*$"
 
 _JOB_KINDS = frozenset(kind.value for kind in JobKind)
+_UNIQUE_WHILE = frozenset(choice.value for choice in UniqueWhile)
 _BACKOFF_KINDS = frozenset(kind.value for kind in BackoffKind)
 _DURATION_SCHEMA: dict[str, Any] = {
     "anyOf": [
@@ -59,6 +67,12 @@ def _backoff_kind(value: object) -> BackoffKind:
     if isinstance(value, str) and value.lower() in _BACKOFF_KINDS:
         return BackoffKind(value.lower())
     raise ValueError(f"expected 'exponential', 'linear' or 'fixed' (any case), got {short_repr(value)}")
+
+
+def _unique_while(value: object) -> UniqueWhile:
+    if isinstance(value, str) and value.lower() in _UNIQUE_WHILE:
+        return UniqueWhile(value.lower())
+    raise ValueError(f"expected 'stored' or 'active', got {short_repr(value)}")
 
 
 def _seconds(value: object) -> float:
@@ -179,6 +193,17 @@ class JobDocument(_Strict):
     timeout: PositiveSeconds | None = Field(None, description="how long an attempt may run")
     lease: Annotated[Seconds, Field(ge=1, description="the heartbeat window")] = DEFAULT_LEASE_SECONDS
     idempotency_key: Name255 | None = None
+    unique_for: PositiveSeconds | None = Field(
+        None, description="how long the idempotency key keeps duplicates out (default: while stored)"
+    )
+    unique_while: Annotated[
+        UniqueWhile,
+        BeforeValidator(_unique_while),
+        Field(description="'stored' (the default) or 'active': free again once the job has ended"),
+    ] = UniqueWhile.STORED
+    rate_key: Name255 | None = Field(None, description="its own token bucket when the queue has a key_rate")
+    concurrency_key: Name255 | None = Field(None, description="counted against the queue's key_concurrency")
+    ordering_key: Name255 | None = Field(None, description="jobs of one key run one at a time, in order")
     on_success: JobDocument | None = Field(None, description="enqueued when this job completes")
     on_failure: JobDocument | None = Field(None, description="enqueued when this job is dead")
     tags: Annotated[list[Annotated[str, Field(min_length=1)]], Field(max_length=50)] = Field(
@@ -190,8 +215,10 @@ class JobDocument(_Strict):
 _ModelT = TypeVar("_ModelT", bound=BaseModel)
 
 
-def validate_model(model: type[_ModelT], data: object, path: str) -> _ModelT:
-    """``model`` validated from ``data``; the first problem raises InvalidJobError under ``path``."""
+def validate_model(
+    model: type[_ModelT], data: object, path: str, error_type: type[InvalidFieldError] = InvalidJobError
+) -> _ModelT:
+    """``model`` validated from ``data``; the first problem raises ``error_type`` under ``path``."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -201,10 +228,10 @@ def validate_model(model: type[_ModelT], data: object, path: str) -> _ModelT:
         where = path
         for part in loc:
             where = join_path(where, part)
-        raise InvalidJobError(where, _message(error, model, loc)) from None
+        raise error_type(where, _message(error, model, loc)) from None
 
 
-_DURATION_FIELDS = frozenset({"delay", "timeout", "lease", "backoff_base", "backoff_max"})
+_DURATION_FIELDS = frozenset({"delay", "timeout", "lease", "backoff_base", "backoff_max", "unique_for"})
 _PATTERN_HINTS = {
     QUEUE_PATTERN: "expected only letters, digits, '_', '.', ':' or '-'",
     TASK_NAME_PATTERN: "expected a dotted name without spaces, such as 'billing.charge'",
@@ -240,7 +267,7 @@ def _message(error: ErrorDetails, model: type[BaseModel], loc: list[int | str]) 
         return f"unknown field; expected one of: {', '.join(model.model_fields)}"
     if kind == "value_error":
         cause = ctx.get("error")
-        return cause.message if isinstance(cause, InvalidJobError) else str(cause)
+        return cause.message if isinstance(cause, InvalidFieldError) else str(cause)
     expectation = _expectation(kind, ctx, loc, error["msg"])
     # A list's length says more than its quoted (and cut) content.
     return expectation if kind == "too_long" else f"{expectation}, got {short_repr(error['input'])}"

@@ -14,6 +14,10 @@ Rules every implementation keeps:
 - Every write by a worker (heartbeat, finish) is fenced by the lease token it got at claim: a stale
   token changes nothing and is reported (``HeartbeatResult.lost``, ``FinishResult.state is None``).
 - Chained jobs (``on_success`` / ``on_failure``) are inserted in the same transaction as the outcome.
+- Flow control (rate and concurrency limits, ordering keys, unique windows) is decided here, in the
+  claim's and the insert's own transaction: a limit that a worker checked on its side would not hold
+  for a fleet. ``held`` jobs (behind an earlier job of their ordering key) keep one rule: per
+  (queue, ordering_key), at most one *blocking* job is not held (see :meth:`JobWriter.job_insert_many`).
 - Transient contention (SQLite's "database is locked", a serialisation failure) is retried inside the
   backend; only :class:`relay.errors.StorageUnavailableError` ever reaches the caller.
 """
@@ -21,10 +25,12 @@ Rules every implementation keeps:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from relay.storage.params import (
     Capabilities,
+    ClaimedJobs,
     ClaimParams,
     FinishItem,
     FinishResult,
@@ -40,8 +46,12 @@ from relay.storage.params import (
     PurgeParams,
     ReapResult,
     RequeueParams,
+    ScheduleDue,
+    ScheduleFire,
+    ScheduleFireResult,
+    ScheduleParams,
 )
-from relay.types import Job, LogLine, NewJob, QueueInfo, WorkerInfo
+from relay.types import Job, LogLine, NewJob, QueueInfo, QueueLimits, Schedule, WorkerInfo
 
 
 class JobWriter(Protocol):
@@ -50,14 +60,28 @@ class JobWriter(Protocol):
     async def job_insert_many(self, jobs: Sequence[NewJob]) -> list[InsertResult]:
         """Insert jobs in one transaction, in order; results in the same order.
 
-        A job whose ``idempotency_key`` is already used returns the existing job (``created=False``),
-        never a second one. A client-chosen ``id`` that is taken raises ``DuplicateJobError`` and
-        inserts nothing of the batch. A ``run_at`` in the future makes the job ``scheduled``.
+        A job whose ``idempotency_key`` is held by a stored job returns that job (``created=False``),
+        never a second one. A key is held while its job is stored, and also, if that job asked for it,
+        only until ``created_at + unique_for`` and (``unique_while=active``) only while it is pending,
+        scheduled, running or failed. A key no longer held passes to the new job: the old job keeps
+        everything but its ``idempotency_key``, which becomes None.
+
+        A client-chosen ``id`` that is taken raises ``DuplicateJobError`` and inserts nothing of the
+        batch. A ``run_at`` in the future makes the job ``scheduled``.
+
+        A job with an ``ordering_key`` is ``held`` when a *blocking* job of the same queue and key is
+        not held (one inserted earlier, in this batch too). Blocking: pending, scheduled, running or
+        failed, or dead in a queue whose ``ordering_dead`` is ``block``. Whenever a key is left
+        without an unheld blocking job (a job completes, is cancelled, dies, is purged or pruned),
+        its held job inserted first is released in the same transaction, and its queue notified.
         """
         ...
 
-    async def job_claim(self, p: ClaimParams) -> list[Job]:
-        """Claim up to ``p.limit`` due jobs; see :class:`ClaimParams`. Returns them as now running."""
+    async def job_claim(self, p: ClaimParams) -> ClaimedJobs:
+        """Claim up to ``p.limit`` due jobs; see :class:`ClaimParams`. Returns them as now running.
+
+        A finish, release, cancel or reap that takes a job out of ``running`` in a queue with a
+        concurrency limit notifies that queue: a slot is free."""
         ...
 
     async def job_heartbeat_many(self, items: Sequence[HeartbeatItem]) -> HeartbeatResult:
@@ -89,6 +113,11 @@ class Maintenance(Protocol):
 
     async def job_prune(self, p: PruneParams) -> int:
         """Delete finished jobs (and their logs) older than the retention; returns how many."""
+        ...
+
+    async def rate_buckets_prune(self) -> int:
+        """Delete the token buckets that are full again (a full bucket is the same as none) and those
+        of limits that were removed; returns how many."""
         ...
 
     async def leader_elect(self, p: LeaderParams) -> bool:
@@ -135,6 +164,13 @@ class Admin(Protocol):
 
     async def queue_resume(self, name: str) -> None: ...
 
+    async def queue_limits_set(self, name: str, limits: QueueLimits) -> None:
+        """Replace a queue's limits (registering the queue if it is new), and wake its workers.
+
+        Buckets keep their tokens, cut to a smaller ``burst``. Validated by ``relay.jobs.limits``
+        before it gets here. ``ordering_dead`` applies to jobs that die afterwards."""
+        ...
+
     async def worker_heartbeat(self, info: WorkerInfo) -> None:
         """Register a worker process, or refresh its entry."""
         ...
@@ -142,6 +178,36 @@ class Admin(Protocol):
     async def worker_list(self) -> list[WorkerInfo]: ...
 
     async def worker_remove(self, worker_id: str) -> None: ...
+
+
+class Schedules(Protocol):
+    """Periodic jobs. Storage keeps them and enqueues each tick once; the runtime parses the specs and
+    computes the ticks (``relay.jobs.cron``), since neither SQL nor a Lua script can."""
+
+    async def schedule_upsert(self, p: ScheduleParams) -> Schedule: ...
+
+    async def schedule_get(self, name: str) -> Schedule | None: ...
+
+    async def schedule_list(self) -> list[Schedule]:
+        """Every schedule, by name."""
+        ...
+
+    async def schedule_remove(self, name: str) -> bool:
+        """Delete a schedule (its jobs stay); False if there was none."""
+        ...
+
+    async def schedule_set_paused(self, name: str, paused: bool, next_run_at: datetime | None) -> Schedule:
+        """Pause or resume a schedule. Resuming sets ``next_run_at`` (ticks missed while paused are
+        not run). Raises ``ScheduleNotFoundError``."""
+        ...
+
+    async def schedule_due(self, limit: int = 100) -> ScheduleDue:
+        """Schedules not paused whose ``next_run_at`` is at or before the storage's now."""
+        ...
+
+    async def schedule_fire(self, p: ScheduleFire) -> ScheduleFireResult:
+        """Enqueue one tick, at most once; see :class:`ScheduleFire`."""
+        ...
 
 
 class Notifier(Protocol):
@@ -167,7 +233,7 @@ class TransactionalInsert(Protocol):
 
 
 @runtime_checkable
-class Storage(JobWriter, Maintenance, Admin, Notifier, Protocol):
+class Storage(JobWriter, Maintenance, Admin, Schedules, Notifier, Protocol):
     """A whole backend. Only the composition root (``relay.app``) picks a concrete one."""
 
     @property

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from relay.types import JSON, AttemptError, Job, JobKind, JobState, Outcome
+from relay.types import JSON, AttemptError, CatchUp, Job, JobKind, JobState, NewJob, Outcome, Schedule
 
 #: Kinds a built-in worker runs. ``external`` jobs are only handed out through the runner protocol.
 BUILTIN_KINDS: tuple[JobKind, ...] = (JobKind.TASK, JobKind.SHELL)
@@ -39,13 +39,40 @@ class ClaimParams:
 
     Atomic: picks by priority (higher first), then run_at, then insertion order; marks them running;
     attempt += 1; a new lease token; lease_expires_at = now + the job's own ``lease``. Paused queues,
-    jobs of other kinds and jobs whose run_at is in the future are never claimed.
+    jobs of other kinds, jobs whose run_at is in the future and held jobs (behind an earlier job of
+    their ordering key) are never claimed.
+
+    Flow control, in the same transaction (or script) as the claim, so that every worker of the fleet
+    together keeps to it (:class:`relay.types.QueueLimits`, docs/flow-control.md):
+
+    - ``rate``: each job claimed from the queue takes a token from the queue's bucket; none is
+      claimed from it while the bucket holds less than one;
+    - ``key_rate``: a job with a ``rate_key`` also takes a token from its key's bucket (created full on
+      first use); a job whose key's bucket is empty is passed over, and the claim takes the next one;
+    - ``concurrency``: running jobs of the queue (counted in storage, so a slot is back the moment a
+      job leaves ``running`` by any way) plus those claimed stay at or below it;
+    - ``key_concurrency``: the same per ``concurrency_key``; a job whose key is full is passed over.
     """
 
     queues: Sequence[str]
     worker_id: str
     limit: int
     kinds: Sequence[JobKind] = BUILTIN_KINDS
+
+
+class ClaimedJobs(list[Job]):
+    """What a claim took, in claim order, and when trying again may pay off.
+
+    ``retry_after`` is set when a rate limit held back at least one due job: the seconds (by the
+    storage's clock) until the soonest of those buckets holds a token. A worker sleeps that long
+    (or until woken) instead of polling. None when no rate limit held a job back.
+    """
+
+    __slots__ = ("retry_after",)
+
+    def __init__(self, jobs: Sequence[Job] = (), retry_after: float | None = None) -> None:
+        super().__init__(jobs)
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,3 +198,51 @@ class LeaderParams:
     name: str
     holder: str
     ttl: float
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleParams:
+    """Create a schedule, or replace the definition of the one named ``name``.
+
+    A replaced schedule keeps its paused flag, its last run and its ``created_at``; its
+    ``next_run_at`` becomes this one only when it is new or its ``spec`` or ``timezone`` changed
+    (so that redefining it at every worker start never skips a tick that is due).
+    """
+
+    name: str
+    spec: str
+    timezone: str
+    job: NewJob
+    catch_up: CatchUp
+    next_run_at: datetime | None  # computed by relay.jobs.cron from now
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleDue:
+    """Schedules whose next tick has come, by the storage's clock, which ``now`` is."""
+
+    now: datetime
+    schedules: list[Schedule]
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleFire:
+    """Enqueue one tick of a schedule, at most once whatever the number of nodes that try.
+
+    Applied only while the stored schedule's ``next_run_at`` is still ``expected_next`` (what the
+    caller read from :meth:`schedule_due`): then ``job`` (None: a skipped tick, nothing enqueued) is
+    inserted and ``next_run_at`` set, in one transaction. ``job`` carries the idempotency key of the
+    (schedule, tick) pair, so that not even a schedule removed and added again enqueues a tick twice.
+    """
+
+    name: str
+    expected_next: datetime
+    tick: datetime
+    next_run_at: datetime | None
+    job: NewJob | None
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleFireResult:
+    fired: bool  # False: another node fired this tick first (or the schedule changed or went)
+    job: Job | None = None  # the tick's job when it was enqueued (or found already enqueued)

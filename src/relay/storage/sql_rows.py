@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from relay.types import JSON, Backoff, BackoffKind, JobKind, JobState, NewJob
+from relay.types import JSON, Backoff, BackoffKind, JobKind, JobState, NewJob, UniqueWhile
 
 #: The jobs table's columns, in table order: the shape of every ``SELECT *`` / ``RETURNING *`` row.
 JOB_COLUMNS = (
@@ -19,12 +19,15 @@ JOB_COLUMNS = (
     "updated_at", "started_at", "finished_at", "lease_token", "lease_expires_at", "worker_id",
     "cancel_requested", "progress", "idempotency_key", "parent_id", "payload", "on_success",
     "on_failure", "tags", "metadata", "checkpoint", "result", "errors",
+    # flow control (migration 0002 on SQLite, 0003 on PostgreSQL): appended, as ALTER TABLE adds them
+    "rate_key", "concurrency_key", "ordering_key", "held", "unique_until", "unique_while",
 )  # fmt: skip
 
 Row = tuple[Any, ...]
 
 # Enum lookups by value through a dict: cheaper than calling the enum class for every row.
 STATES = {s.value: s for s in JobState}
+UNIQUE_WHILE = {u.value: u for u in UniqueWhile}
 KINDS = {k.value: k for k in JobKind}
 _BACKOFFS: dict[tuple[str, float, float], Backoff] = {}
 

@@ -23,11 +23,13 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from relay.clock import Clock, SystemClock
+from relay.storage.flow_control import ClaimPlanner
 from relay.storage.local_notifier import LocalNotifier
-from relay.storage.memory import store
+from relay.storage.memory import schedules, store
 from relay.storage.memory.store import JobRecord, MemoryStore, encode_json
 from relay.storage.params import (
     Capabilities,
+    ClaimedJobs,
     ClaimParams,
     FinishItem,
     FinishResult,
@@ -43,8 +45,13 @@ from relay.storage.params import (
     PurgeParams,
     ReapResult,
     RequeueParams,
+    ScheduleDue,
+    ScheduleFire,
+    ScheduleFireResult,
+    ScheduleParams,
 )
 from relay.types import (
+    NO_LIMITS,
     AttemptError,
     Job,
     JobState,
@@ -52,6 +59,8 @@ from relay.types import (
     NewJob,
     Outcome,
     QueueInfo,
+    QueueLimits,
+    Schedule,
     WorkerInfo,
     new_lease_token,
 )
@@ -95,7 +104,9 @@ class MemoryStorage:
         return await self._notifier.wait_for_jobs(queues, timeout)
 
     def _wake(self, queues: set[str]) -> None:
-        """Tell waiting workers about jobs that became claimable. Call without the lock held."""
+        """Tell waiting workers about jobs that became claimable (``queues``, and those of held jobs
+        that were released) or about slots that freed. Call without the lock held."""
+        queues = queues | self._data.take_wakeups()
         if queues:
             self._notifier.notify_threadsafe(sorted(queues))
 
@@ -110,15 +121,19 @@ class MemoryStorage:
         self._wake({result.job.queue for result in results if result.created})
         return results
 
-    async def job_claim(self, p: ClaimParams) -> list[Job]:
+    async def job_claim(self, p: ClaimParams) -> ClaimedJobs:
         if p.limit <= 0:
-            return []
+            return ClaimedJobs()
         with self._lock:
             now = self._clock.now()
-            chosen = heapq.nsmallest(p.limit, self._claimable(p, now), key=JobRecord.claim_order)
+            claimable = self._claimable(p, now)
+            if any(self._data.limits.get(q, NO_LIMITS).limited for q in p.queues):
+                chosen, retry_after = self._plan_limited(claimable, p.limit, now)
+            else:
+                chosen, retry_after = heapq.nsmallest(p.limit, claimable, key=JobRecord.claim_order), None
             for record in chosen:
                 self._start_attempt(record, p.worker_id, now)
-            return [record.to_job() for record in chosen]
+            return ClaimedJobs([record.to_job() for record in chosen], retry_after)
 
     def _claimable(self, p: ClaimParams, now: datetime) -> list[JobRecord]:
         kinds = frozenset(p.kinds)
@@ -128,8 +143,32 @@ class MemoryStorage:
             for queue in dict.fromkeys(p.queues)  # a queue named twice is scanned once
             if not paused.get(queue, False)
             for record in self._data.waiting.get(queue, {}).values()
-            if record.run_at <= now and record.kind in kinds
+            if record.run_at <= now and record.kind in kinds and not record.held
         ]
+
+    def _plan_limited(
+        self, claimable: list[JobRecord], limit: int, now: datetime
+    ) -> tuple[list[JobRecord], float | None]:
+        """The claim of a limited queue: candidates in claim order, each offered to the planner."""
+        data = self._data
+        running: dict[str, int] = {}
+        running_by_key: dict[tuple[str, str], int] = {}
+        for record in data.running.values():
+            running[record.queue] = running.get(record.queue, 0) + 1
+            if record.concurrency_key is not None:
+                key = (record.queue, record.concurrency_key)
+                running_by_key[key] = running_by_key.get(key, 0) + 1
+        planner = ClaimPlanner(now, data.limits, running, running_by_key, data.buckets.get)
+        chosen: list[JobRecord] = []
+        for record in sorted(claimable, key=JobRecord.claim_order):
+            if len(chosen) == limit:
+                break
+            if planner.queue_open(record.queue) and planner.offer(
+                record.queue, record.rate_key, record.concurrency_key
+            ):
+                chosen.append(record)
+        data.buckets.update(planner.buckets)
+        return chosen, planner.retry_after
 
     def _start_attempt(self, record: JobRecord, worker_id: str, now: datetime) -> None:
         # The attempt is counted here, at claim, so a job that kills its worker still runs out of retries.
@@ -177,6 +216,7 @@ class MemoryStorage:
         if record is None:
             return None
         record.clear_lease()
+        self._slot_freed(record, woken)
         outcome = item.outcome
         if record.cancel_requested and outcome in (Outcome.FAILED, Outcome.RELEASED):
             outcome = Outcome.CANCELLED  # asked to cancel: a failure or release must not run it again
@@ -245,11 +285,18 @@ class MemoryStorage:
         ]
         return sorted(expired, key=lambda record: record.seq)
 
+    def _slot_freed(self, record: JobRecord, woken: set[str]) -> None:
+        """A job leaves running: in a queue with a concurrency limit, its slot is someone's now."""
+        limits = self._data.limits.get(record.queue, NO_LIMITS)
+        if limits.concurrency is not None or limits.key_concurrency is not None:
+            woken.add(record.queue)
+
     def _reap(self, record: JobRecord, now: datetime, woken: set[str]) -> JobState:
         record.errors.append(
             AttemptError(attempt=record.attempt, type="LeaseExpired", message=LEASE_EXPIRED_MESSAGE, at=now)
         )
         record.clear_lease()
+        self._slot_freed(record, woken)
         if record.cancel_requested:
             self._end(record, JobState.CANCELLED, now, None, woken)
         elif record.attempt <= record.max_retries:
@@ -266,7 +313,13 @@ class MemoryStorage:
 
     async def job_prune(self, p: PruneParams) -> int:
         with self._lock:
-            return store.prune(self._data, p)
+            pruned = store.prune(self._data, p)
+        self._wake(set())
+        return pruned
+
+    async def rate_buckets_prune(self) -> int:
+        with self._lock:
+            return store.prune_buckets(self._data, self._clock.now())
 
     async def leader_elect(self, p: LeaderParams) -> bool:
         with self._lock:
@@ -296,7 +349,9 @@ class MemoryStorage:
 
     async def job_cancel(self, job_id: str) -> Job:
         with self._lock:
-            return store.cancel(self._data, job_id, self._clock.now())
+            cancelled = store.cancel(self._data, job_id, self._clock.now())
+        self._wake(set())
+        return cancelled
 
     async def job_requeue(self, p: RequeueParams) -> list[Job]:
         with self._lock:
@@ -311,7 +366,9 @@ class MemoryStorage:
 
     async def job_purge(self, p: PurgeParams) -> int:
         with self._lock:
-            return store.purge(self._data, p)
+            purged = store.purge(self._data, p)
+        self._wake(set())
+        return purged
 
     async def job_logs(self, p: LogParams) -> list[LogLine]:
         with self._lock:
@@ -319,7 +376,7 @@ class MemoryStorage:
 
     async def queue_list(self) -> list[QueueInfo]:
         with self._lock:
-            return store.queue_infos(self._data)
+            return store.queue_infos(self._data, self._clock.now())
 
     async def queue_pause(self, name: str) -> None:
         with self._lock:
@@ -329,6 +386,47 @@ class MemoryStorage:
         with self._lock:
             self._data.queues[name] = False
         self._wake({name})  # its waiting jobs are claimable again
+
+    async def queue_limits_set(self, name: str, limits: QueueLimits) -> None:
+        with self._lock:
+            store.set_limits(self._data, name, limits, self._clock.now())
+        self._wake({name})  # looser limits may let waiting jobs through
+
+    # -- Schedules ------------------------------------------------------------------------------------
+
+    async def schedule_upsert(self, p: ScheduleParams) -> Schedule:
+        with self._lock:
+            return schedules.upsert(self._data, p, self._clock.now())
+
+    async def schedule_get(self, name: str) -> Schedule | None:
+        with self._lock:
+            return self._data.schedules.get(name)
+
+    async def schedule_list(self) -> list[Schedule]:
+        with self._lock:
+            return [self._data.schedules[name] for name in sorted(self._data.schedules)]
+
+    async def schedule_remove(self, name: str) -> bool:
+        with self._lock:
+            return self._data.schedules.pop(name, None) is not None
+
+    async def schedule_set_paused(self, name: str, paused: bool, next_run_at: datetime | None) -> Schedule:
+        with self._lock:
+            return schedules.set_paused(self._data, name, paused, next_run_at, self._clock.now())
+
+    async def schedule_due(self, limit: int = 100) -> ScheduleDue:
+        with self._lock:
+            now = self._clock.now()
+            return ScheduleDue(now, schedules.due(self._data, now, limit))
+
+    async def schedule_fire(self, p: ScheduleFire) -> ScheduleFireResult:
+        with self._lock:
+            result = schedules.fire(self._data, p, self._clock.now())
+        if result.job is not None:
+            self._wake({result.job.queue})
+        return result
+
+    # -- Admin: workers -------------------------------------------------------------------------------
 
     async def worker_heartbeat(self, info: WorkerInfo) -> None:
         with self._lock:

@@ -7,12 +7,18 @@ Data layout (every structure is only touched while ``MemoryStorage``'s lock is h
     waiting    queue -> {id -> JobRecord} of pending / scheduled / failed jobs: what a claim scans
     running    id -> JobRecord of running jobs: what the reaper scans
     queues     name -> paused flag, for every queue that ever held a job or was paused / resumed
+    limits     queue -> QueueLimits, for the queues that were given some
+    buckets    (queue, rate_key or None) -> Bucket: token buckets drawn from and not yet full again
+    ordered    (queue, ordering_key) -> {id -> JobRecord}: every stored job of that ordering key
+    schedules  name -> Schedule
     logs       job id -> its LogLines in append order (seq 1, 2, ... per job)
     leaders    leadership name -> (holder, term expiry)
     workers    worker id -> WorkerInfo
 
-``waiting`` and ``running`` are indexes over ``jobs``: every state change goes through
-:meth:`MemoryStore.set_state` and every removal through :meth:`MemoryStore.delete`, which keep them right.
+``waiting``, ``running`` and ``ordered`` are indexes over ``jobs``: every state change goes through
+:meth:`MemoryStore.set_state` and every removal through :meth:`MemoryStore.delete`, which keep them
+right, and which also keep the ordering rule: per (queue, ordering_key), at most one blocking job is not
+held, and when none is left the held job inserted first is released (``relay.storage.base``).
 
 JSON values (payload, metadata, checkpoint, result, and chained jobs in their ``NewJob.to_json`` form)
 are kept as the ``bytes`` orjson writes. Encoding once on the way in and decoding on every way out is
@@ -28,15 +34,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from itertools import islice
 
 import orjson
 
 from relay.errors import DuplicateJobError, InvalidJobError, InvalidTransitionError, JobNotFoundError
+from relay.storage.flow_control import Bucket, BucketKey, is_full, tokens_now
 from relay.storage.params import JobPage, ListParams, LogAppend, LogParams, PruneParams, PurgeParams
 from relay.types import (
     JSON,
+    NO_LIMITS,
     AttemptError,
     Backoff,
     Job,
@@ -44,7 +52,11 @@ from relay.types import (
     JobState,
     LogLine,
     NewJob,
+    OrderingDead,
     QueueInfo,
+    QueueLimits,
+    Schedule,
+    UniqueWhile,
     WorkerInfo,
     new_job_id,
 )
@@ -52,6 +64,7 @@ from relay.types import (
 _JSON_NULL = b"null"
 _REQUEUEABLE = JobState.requeueable()
 _WAITING = JobState.waiting()
+_FINAL = JobState.final()
 
 # -- job records ---------------------------------------------------------------------------------------
 
@@ -113,6 +126,12 @@ class JobRecord:
     progress: float | None = None
     result: bytes = _JSON_NULL
     errors: list[AttemptError] = field(default_factory=list)
+    rate_key: str | None = None
+    concurrency_key: str | None = None
+    ordering_key: str | None = None
+    held: bool = False
+    unique_until: datetime | None = None
+    unique_while: UniqueWhile = UniqueWhile.STORED
 
     def claim_order(self) -> tuple[int, datetime, int]:
         """Sort key of the claim: priority DESC, run_at ASC, insertion order ASC."""
@@ -155,7 +174,19 @@ class JobRecord:
             result=decode_json(self.result),
             errors=tuple(self.errors),
             parent_id=self.parent_id,
+            rate_key=self.rate_key,
+            concurrency_key=self.concurrency_key,
+            ordering_key=self.ordering_key,
+            held=self.held,
+            unique_until=self.unique_until,
+            unique_while=self.unique_while,
         )
+
+    def holds_key(self, now: datetime) -> bool:
+        """Whether this job's idempotency key still keeps a second job with that key out."""
+        if self.unique_until is not None and self.unique_until <= now:
+            return False
+        return self.unique_while is UniqueWhile.STORED or self.state not in _FINAL
 
 
 def new_record(spec: NewJob, job_id: str, now: datetime, parent_id: str | None = None) -> JobRecord:
@@ -186,6 +217,11 @@ def new_record(spec: NewJob, job_id: str, now: datetime, parent_id: str | None =
         on_failure=encode_chain(spec.on_failure, "on_failure"),
         tags=tuple(spec.tags),
         parent_id=parent_id,
+        rate_key=spec.rate_key,
+        concurrency_key=spec.concurrency_key,
+        ordering_key=spec.ordering_key,
+        unique_until=None if spec.unique_for is None else now + timedelta(seconds=spec.unique_for),
+        unique_while=spec.unique_while,
     )
 
 
@@ -199,6 +235,7 @@ class _PlannedBatch:
     results: list[tuple[JobRecord, bool]] = field(default_factory=list)
     new_ids: set[str] = field(default_factory=set)
     new_keys: dict[str, JobRecord] = field(default_factory=dict)
+    released_keys: list[JobRecord] = field(default_factory=list)  # stored jobs whose key lapsed
 
 
 class MemoryStore:
@@ -211,6 +248,11 @@ class MemoryStore:
         self.logs: dict[str, list[LogLine]] = {}
         self.leaders: dict[str, tuple[str, datetime]] = {}
         self.workers: dict[str, WorkerInfo] = {}
+        self.limits: dict[str, QueueLimits] = {}
+        self.buckets: dict[BucketKey, Bucket] = {}
+        self.ordered: dict[tuple[str, str], dict[str, JobRecord]] = {}
+        self.schedules: dict[str, Schedule] = {}
+        self.wakeups: set[str] = set()  # queues whose held jobs were released: the backend notifies them
         self._last_seq = 0
 
     # -- inserting ------------------------------------------------------------------------------------
@@ -224,7 +266,7 @@ class MemoryStore:
         plan = _PlannedBatch()
         for spec in specs:
             existing = self._job_with_key(spec.idempotency_key, plan)
-            if existing is not None:
+            if existing is not None and (existing.id in plan.new_ids or existing.holds_key(now)):
                 plan.results.append((existing, False))
                 continue
             job_id = spec.id if spec.id is not None else new_job_id()
@@ -232,9 +274,13 @@ class MemoryStore:
                 raise DuplicateJobError(job_id)
             record = new_record(spec, job_id, now)
             plan.new_ids.add(job_id)
+            if existing is not None:
+                plan.released_keys.append(existing)
             if spec.idempotency_key is not None:
                 plan.new_keys[spec.idempotency_key] = record
             plan.results.append((record, True))
+        for old in plan.released_keys:
+            self._release_key(old)
         for record, created in plan.results:
             if created:
                 self._store(record)
@@ -248,21 +294,32 @@ class MemoryStore:
         reap too (a requeued dead job that dies again meets its own earlier ``on_failure``).
         """
         chain = decode_chain(raw_chain)
-        if chain is None or self._job_with_key(chain.idempotency_key) is not None:
+        if chain is None:
+            return None
+        existing = self._job_with_key(chain.idempotency_key)
+        if existing is not None and existing.holds_key(now):
             return None
         job_id = chain.id if chain.id is not None else new_job_id()
         if job_id in self.jobs:
             return None
+        if existing is not None:
+            self._release_key(existing)
         record = new_record(chain, job_id, now, parent_id=parent.id)
         self._store(record)
         return record
 
+    def _release_key(self, record: JobRecord) -> None:
+        """A job whose idempotency key lapsed gives it up, to the job about to be stored."""
+        assert record.idempotency_key is not None
+        del self.by_key[record.idempotency_key]
+        record.idempotency_key = None
+
     def _job_with_key(self, key: str | None, plan: _PlannedBatch | None = None) -> JobRecord | None:
         if key is None:
             return None
-        if key in self.by_key:
-            return self.by_key[key]
-        return plan.new_keys.get(key) if plan is not None else None
+        if plan is not None and key in plan.new_keys:
+            return plan.new_keys[key]  # taken earlier in this batch, from a stored job or afresh
+        return self.by_key.get(key)
 
     def _store(self, record: JobRecord) -> None:
         self._last_seq += 1
@@ -271,16 +328,30 @@ class MemoryStore:
         if record.idempotency_key is not None:
             self.by_key[record.idempotency_key] = record
         self.queues.setdefault(record.queue, False)
+        if record.ordering_key is not None:
+            group = self.ordered.setdefault((record.queue, record.ordering_key), {})
+            record.held = self._has_unheld_blocking(group, record)
+            group[record.id] = record
         self._index(record)
 
     # -- state changes and removal --------------------------------------------------------------------
 
     def set_state(self, record: JobRecord, state: JobState, now: datetime) -> None:
-        """Move ``record`` to ``state`` (keeping the indexes right) and stamp ``updated_at``."""
+        """Move ``record`` to ``state`` (keeping the indexes and the ordering rule right) and stamp
+        ``updated_at``."""
+        was_blocking = self._blocking(record)
         self._unindex(record)
         record.state = state
         record.updated_at = now
         self._index(record)
+        if record.ordering_key is None or was_blocking == self._blocking(record):
+            return
+        group = self.ordered[(record.queue, record.ordering_key)]
+        if was_blocking:  # it ended: it holds nothing, and its key may go on
+            record.held = False
+            self._release_next(group)
+        else:  # requeued: behind the key's current job, if there is one
+            record.held = self._has_unheld_blocking(group, record)
 
     def delete(self, record: JobRecord) -> None:
         """Remove a job with its logs; its id and idempotency key become free again, as in SQL."""
@@ -289,6 +360,37 @@ class MemoryStore:
         if record.idempotency_key is not None:
             self.by_key.pop(record.idempotency_key, None)
         self.logs.pop(record.id, None)
+        if record.ordering_key is not None:
+            group = self.ordered[(record.queue, record.ordering_key)]
+            del group[record.id]
+            if group:
+                self._release_next(group)
+            else:
+                del self.ordered[(record.queue, record.ordering_key)]
+
+    # -- ordering keys --------------------------------------------------------------------------------
+
+    def _blocking(self, record: JobRecord) -> bool:
+        """Whether a job keeps the later jobs of its ordering key waiting (relay.storage.base)."""
+        if record.state is JobState.DEAD:
+            return self.limits.get(record.queue, NO_LIMITS).ordering_dead is OrderingDead.BLOCK
+        return record.state not in _FINAL
+
+    def _has_unheld_blocking(self, group: dict[str, JobRecord], other_than: JobRecord) -> bool:
+        return any(r is not other_than and not r.held and self._blocking(r) for r in group.values())
+
+    def _release_next(self, group: dict[str, JobRecord]) -> None:
+        """Release the held job inserted first, once no unheld job of the key blocks it."""
+        held = [r for r in group.values() if r.held]
+        if not held or any(not r.held and self._blocking(r) for r in group.values()):
+            return
+        first = min(held, key=lambda r: r.seq)
+        first.held = False
+        self.wakeups.add(first.queue)
+
+    def take_wakeups(self) -> set[str]:
+        woken, self.wakeups = self.wakeups, set()
+        return woken
 
     def _index(self, record: JobRecord) -> None:
         if record.state in _WAITING:
@@ -453,10 +555,34 @@ def promote_due(store: MemoryStore, now: datetime) -> int:
     return len(due)
 
 
-# -- queues and logs ---------------------------------------------------------------------------------
+# -- queues, limits and logs -------------------------------------------------------------------------
 
 
-def queue_infos(store: MemoryStore) -> list[QueueInfo]:
+def set_limits(store: MemoryStore, name: str, limits: QueueLimits, now: datetime) -> None:
+    store.queues.setdefault(name, False)
+    if limits == NO_LIMITS:
+        store.limits.pop(name, None)
+    else:
+        store.limits[name] = limits
+    for (queue, key), bucket in store.buckets.items():
+        if queue == name:
+            limit = limits.rate if key is None else limits.key_rate
+            if limit is not None:  # a smaller burst cuts what the bucket holds now
+                bucket.tokens, bucket.at = tokens_now(bucket, limit, now), now
+
+
+def prune_buckets(store: MemoryStore, now: datetime) -> int:
+    doomed = []
+    for (queue, key), bucket in store.buckets.items():
+        limits = store.limits.get(queue, NO_LIMITS)
+        if is_full(bucket, limits.rate if key is None else limits.key_rate, now):
+            doomed.append((queue, key))
+    for bucket_key in doomed:
+        del store.buckets[bucket_key]
+    return len(doomed)
+
+
+def queue_infos(store: MemoryStore, now: datetime) -> list[QueueInfo]:
     counts = {name: dict.fromkeys(JobState, 0) for name in store.queues}
     oldest_pending: dict[str, datetime] = {}
     for record in store.jobs.values():
@@ -466,9 +592,21 @@ def queue_infos(store: MemoryStore) -> list[QueueInfo]:
             if oldest is None or record.run_at < oldest:
                 oldest_pending[record.queue] = record.run_at
     return [
-        QueueInfo(name, paused, counts[name], oldest_pending.get(name))
+        QueueInfo(
+            name,
+            paused,
+            counts[name],
+            oldest_pending.get(name),
+            store.limits.get(name, NO_LIMITS),
+            _queue_tokens(store, name, now),
+        )
         for name, paused in sorted(store.queues.items())
     ]
+
+
+def _queue_tokens(store: MemoryStore, queue: str, now: datetime) -> float | None:
+    limit = store.limits.get(queue, NO_LIMITS).rate
+    return None if limit is None else tokens_now(store.buckets.get((queue, None)), limit, now)
 
 
 def append_logs(store: MemoryStore, lines: list[LogAppend], now: datetime) -> None:
