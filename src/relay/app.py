@@ -9,6 +9,7 @@ def send_welcome(user_id: int) -> None: ...
 
 send_welcome.enqueue(42)
 relay.enqueue_shell(["pg_dump", "-f", "/backups/db.sql", "app"], timeout="1h")
+relay.schedule("*/5 * * * *", send_welcome, 7, timezone="Europe/Berlin")   # saved when a worker starts
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from relay.clock import Clock, SystemClock
 from relay.errors import ConfigurationError
 from relay.jobs.document import parse_job_document, parse_job_documents
 from relay.runtime.registry import TaskRegistry
+from relay.runtime.schedules import ScheduleDefinition, define
 from relay.runtime.worker import Worker, WorkerConfig
 from relay.sdk.handle import JobHandle, require
 from relay.sdk.options import JobOptions
@@ -93,6 +95,7 @@ class Relay:
         self.clock = clock or SystemClock()
         self.storage = storage or storage_from_url(self.settings.database_url, clock=clock)
         self.registry = TaskRegistry()
+        self.schedules: dict[str, ScheduleDefinition] = {}  # relay.schedule(): saved by every worker
         self._portal = Portal()
         self._opened = False
         self._open_lock = threading.Lock()
@@ -227,6 +230,48 @@ class Relay:
         [result] = await self.insert_async([self.shell_job(command, **options)])
         return JobHandle(self, result.job, result.created)
 
+    # -- schedules ------------------------------------------------------------------------------
+
+    def schedule(
+        self,
+        spec: str,
+        target: Task[..., Any] | Sequence[str] | str,
+        *args: Any,
+        name: str | None = None,
+        timezone: str = "UTC",
+        catch_up: str = "once",
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> ScheduleDefinition:
+        """Run ``target`` at every tick of ``spec``: a task called with ``args`` / ``kwargs``, or a shell
+        command (an argv list, or a string split like a shell would). Every worker of this Relay (and
+        ``relay up --app``) saves its schedules in storage when it starts, and storage enqueues each
+        tick once however many nodes run the scheduler.
+
+        ``spec``: ``"*/5 * * * *"``, ``"@hourly"`` or ``"every 30s"``; ``timezone``: an IANA name;
+        ``catch_up``: ``"once"`` (ticks missed while nothing ran: one job) or ``"skip"``; ``options``:
+        job options for a shell command (queue, priority, max_retries, timeout...). The name defaults
+        to the task's name, or the command's program.
+
+        >>> relay.schedule("0 3 * * *", ["/usr/bin/backup.sh", "--full"], name="backup")  # doctest: +SKIP
+        """
+        if isinstance(target, Task):
+            task = target.options(**options) if options else target
+            job = task.call(*args, **(kwargs or {})).job
+            default_name = target.name
+        else:
+            if args or kwargs:
+                raise ConfigurationError(
+                    "a scheduled shell command takes no args or kwargs: put them in the command"
+                )
+            job = self.shell_job(target, **options)
+            default_name = job.payload["argv"][0].rsplit("/", 1)[-1]
+        definition = define(name or default_name, spec, job, timezone=timezone, catch_up=catch_up)
+        if definition.name in self.schedules:
+            raise ConfigurationError(f"two schedules named {definition.name!r}: give each a name=")
+        self.schedules[definition.name] = definition
+        return definition
+
     # -- read -----------------------------------------------------------------------------------
 
     def get_job(self, job_id: str) -> Job:
@@ -239,7 +284,9 @@ class Relay:
     # -- work -----------------------------------------------------------------------------------
 
     def worker(self, **overrides: Any) -> Worker:
-        """A worker for this Relay's tasks; overrides: queues, concurrency, burst, maintenance, ..."""
+        """A worker for this Relay's tasks and schedules; overrides: queues, concurrency, burst,
+        maintenance, schedules, ..."""
+        overrides.setdefault("schedules", tuple(self.schedules.values()))
         return Worker(self.storage, self.registry, worker_config(self.settings, **overrides), self.clock)
 
     def run_worker(self, **overrides: Any) -> None:
@@ -258,7 +305,7 @@ class Relay:
         names = tuple(queues) if queues else tuple({q.name for q in await self.storage.queue_list()})
         if not names:
             return 0
-        worker = self.worker(queues=names, burst=True, maintenance=False, poll_interval=0.01)
+        worker = self.worker(queues=names, burst=True, maintenance=False, poll_interval=0.01, schedules=())
         await worker.run()
         return worker.processed
 

@@ -38,6 +38,11 @@ FLAG_FIELDS = {
     "delay": "--delay",
     "timeout": "--timeout",
     "idempotency_key": "--idempotency-key",
+    "unique_for": "--unique-for",
+    "unique_while": "--unique-while",
+    "rate_key": "--rate-key",
+    "concurrency_key": "--concurrency-key",
+    "ordering_key": "--ordering-key",
     "type": "--type",
     "payload": "--payload",
 }
@@ -60,6 +65,11 @@ class Documents:
 @click.option("--delay", help="Flag form: start later, e.g. 10s, 5m.")
 @click.option("--timeout", help="Flag form: how long one attempt may run, e.g. 30s.")
 @click.option("--idempotency-key", help="Flag form: enqueue at most one job with this key.")
+@click.option("--unique-for", help="Flag form: the key holds this long (e.g. 1h), not while stored.")
+@click.option("--unique-while", help="Flag form: 'active': the key is free again once the job ended.")
+@click.option("--rate-key", help="Flag form: the job's bucket when the queue has a per-key rate.")
+@click.option("--concurrency-key", help="Flag form: counted against the queue's per-key concurrency.")
+@click.option("--ordering-key", help="Flag form: jobs of one key run one at a time, in order.")
 @json_option
 @pass_state
 def submit(state: CliState, /, file: str | None, kind: str | None, payload: str | None, **flags: Any) -> None:

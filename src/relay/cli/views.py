@@ -18,7 +18,10 @@ from rich.table import Table
 from rich.text import Text
 
 from relay.cli.output import format_age, format_time
+from relay.client.wire import limits_to_json
+from relay.jobs.cron import parse_spec
 from relay.jobs.document import document_from_job
+from relay.jobs.limits import format_rate
 from relay.types import (
     JSON,
     AttemptError,
@@ -29,6 +32,9 @@ from relay.types import (
     LogLine,
     NewJob,
     QueueInfo,
+    QueueLimits,
+    RateLimit,
+    Schedule,
     WorkerInfo,
 )
 
@@ -83,7 +89,15 @@ def queue_to_json(queue: QueueInfo) -> dict[str, JSON]:
         "paused": queue.paused,
         "counts": {state.value: queue.counts.get(state, 0) for state in JobState},
         "oldest_pending_at": to_json_value(queue.oldest_pending_at),
+        "limits": limits_to_json(queue.limits),
+        "tokens": queue.tokens,
     }
+
+
+def schedule_to_json(schedule: Schedule) -> dict[str, JSON]:
+    out = {f.name: to_json_value(getattr(schedule, f.name)) for f in fields(schedule)}
+    out["description"] = describe_schedule(schedule)
+    return out
 
 
 def worker_to_json(worker: WorkerInfo) -> dict[str, JSON]:
@@ -171,6 +185,72 @@ def queues_table(queues: list[QueueInfo]) -> Table:
     return table
 
 
+def limits_table(queues: list[QueueInfo]) -> Table:
+    """``relay queue list``: each queue's limits and what it uses of them now."""
+    table = _table("QUEUE", "PAUSED", "RATE", "PER KEY", "RUNNING", "PER KEY RUNNING", "TOKENS", "ON DEAD")
+    for queue in queues:
+        limits = queue.limits
+        running = queue.counts.get(JobState.RUNNING, 0)
+        table.add_row(
+            Text(queue.name),
+            "yes" if queue.paused else "no",
+            rate_text(limits.rate),
+            rate_text(limits.key_rate),
+            f"{running} of {limits.concurrency}" if limits.concurrency is not None else str(running),
+            "-" if limits.key_concurrency is None else f"at most {limits.key_concurrency}",
+            "-" if queue.tokens is None else f"{queue.tokens:.1f}",
+            limits.ordering_dead.value,
+        )
+    return table
+
+
+def rate_text(limit: RateLimit | None) -> str:
+    return "-" if limit is None else f"{format_rate(limit.rate)}, burst {limit.burst}"
+
+
+def limits_text(limits: QueueLimits) -> str:
+    """One line for people: "rate 100/s, burst 20; at most 5 running"."""
+    parts = []
+    if limits.rate is not None:
+        parts.append(f"rate {rate_text(limits.rate)}")
+    if limits.key_rate is not None:
+        parts.append(f"per rate_key {rate_text(limits.key_rate)}")
+    if limits.concurrency is not None:
+        parts.append(f"at most {limits.concurrency} running")
+    if limits.key_concurrency is not None:
+        parts.append(f"at most {limits.key_concurrency} running per concurrency_key")
+    parts.append(
+        f"a dead job {'holds' if limits.ordering_dead.value == 'block' else 'releases'} its ordering key"
+    )
+    return "; ".join(parts)
+
+
+def describe_schedule(schedule: Schedule) -> str:
+    try:
+        return parse_spec(schedule.spec, schedule.timezone).describe()
+    except ValueError:  # stored by a newer Relay, say: the spec itself still says it
+        return schedule.spec
+
+
+def schedules_table(schedules: list[Schedule], now: datetime | None = None) -> Table:
+    table = _table("SCHEDULE", "WHEN", "TIMEZONE", "RUNS", "NEXT RUN", "LAST RUN", "PAUSED")
+    for schedule in schedules:
+        table.add_row(
+            Text(schedule.name),
+            Text(f"{schedule.spec} ({describe_schedule(schedule)})"),
+            Text(schedule.timezone),
+            Text(f"{schedule.job.queue}: {summary(schedule.job)}"),
+            Text("-" if schedule.paused else _when(schedule.next_run_at, now)),
+            Text(_when(schedule.last_run_at, now)),
+            "yes" if schedule.paused else "no",
+        )
+    return table
+
+
+def _when(moment: datetime | None, now: datetime | None) -> str:
+    return "-" if moment is None else f"{format_time(moment)} ({format_age(moment, now)})"
+
+
 def workers_table(workers: list[WorkerInfo], now: datetime | None = None) -> Table:
     table = _table("WORKER", "QUEUES", "SLOTS", "RUNNING", "STARTED", "LAST HEARTBEAT")
     for worker in workers:
@@ -233,6 +313,10 @@ def _optional_rows(job: Job) -> list[tuple[str, Text | None]]:
         ("timeout", maybe(job.timeout is not None and f"{job.timeout:g}s")),
         ("backoff", Text(f"{job.backoff.kind.value} (base {job.backoff.base:g}s, max {job.backoff.max:g}s)")),
         ("idempotency key", maybe(job.idempotency_key)),
+        ("unique", maybe(_unique_text(job))),
+        ("rate key", maybe(job.rate_key)),
+        ("concurrency key", maybe(job.concurrency_key)),
+        ("ordering key", maybe(job.ordering_key and _ordering_text(job))),
         ("parent", maybe(job.parent_id)),
         ("tags", maybe(", ".join(job.tags))),
         ("metadata", maybe(job.metadata)),
@@ -240,6 +324,22 @@ def _optional_rows(job: Job) -> list[tuple[str, Text | None]]:
         ("on failure", maybe(job.on_failure and document_from_job(job.on_failure))),
         ("result", maybe(job.result)),
     ]
+
+
+def _unique_text(job: Job) -> str | None:
+    if job.idempotency_key is None or (job.unique_until is None and job.unique_while.value == "stored"):
+        return None
+    parts = []
+    if job.unique_until is not None:
+        parts.append(f"until {format_time(job.unique_until)}")
+    if job.unique_while.value == "active":
+        parts.append("while pending, scheduled, running or failed")
+    return "the key holds " + " and ".join(parts)
+
+
+def _ordering_text(job: Job) -> str:
+    assert job.ordering_key is not None
+    return job.ordering_key + (" (held: waits for an earlier job of its key)" if job.held else "")
 
 
 def _compact(value: object) -> str:

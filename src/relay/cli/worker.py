@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import click
 
 from relay.app import Relay
+from relay.cli.config_file import schedules_for
 from relay.cli.context import CliState, display_url, pass_state, storage_open_error
 from relay.cli.options import log_format_option, split_queues
 from relay.errors import ConfigurationError
@@ -43,6 +44,18 @@ def listen_options(f: F) -> F:
 def worker_options(f: F) -> F:
     """The options `relay worker` and `relay up` share (shown in this order by --help)."""
     f = log_format_option(f)
+    f = click.option(
+        "--config",
+        metavar="FILE",
+        help="The settings file whose [[schedules]] to define (default: RELAY_CONFIG, or ./relay.toml).",
+    )(f)
+    f = click.option(
+        "--schedule",
+        "schedule_flags",
+        multiple=True,
+        metavar="'[NAME=]SPEC COMMAND'",
+        help="A schedule as a crontab line, e.g. 'backup=0 3 * * * /usr/bin/backup.sh'. Repeatable.",
+    )(f)
     f = click.option("--concurrency", type=click.IntRange(min=1), help="Jobs run at once (default: 10).")(f)
     f = click.option("--queues", metavar="A,B", help="Queues to serve (default: RELAY_QUEUES or default).")(f)
     return click.option("--app", metavar="MODULE[:ATTR]", help="The Relay whose tasks to run: tasks:relay.")(
@@ -58,7 +71,14 @@ def worker_options(f: F) -> F:
 @click.option("--burst", is_flag=True, help="Exit once no job is due, instead of waiting for more.")
 @pass_state
 def worker(
-    state: CliState, app: str | None, queues: str | None, concurrency: int | None, processes: int, burst: bool
+    state: CliState,
+    app: str | None,
+    queues: str | None,
+    concurrency: int | None,
+    schedule_flags: tuple[str, ...],
+    config: str | None,
+    processes: int,
+    burst: bool,
 ) -> None:
     """Run jobs from the queues.
 
@@ -68,13 +88,15 @@ def worker(
     state.require_local("worker")
     settings = state.settings(queues=split_queues(queues), concurrency=concurrency)
     relay = load_app(app, state) if app else Relay(settings=settings)
+    defined = schedules_for(config, schedule_flags, tuple(relay.schedules.values()))  # errors before start
     if processes > 1:
         check_storage(relay)
         configure_logging(settings.log_format, settings.log_level)
-        argv = child_argv(settings, app, queues, concurrency, burst)
+        argv = child_argv(settings, app, queues, concurrency, burst, schedule_flags, config)
         env = {**os.environ, "RELAY_DATABASE_URL": relay.settings.database_url}
         raise click.exceptions.Exit(Supervisor(argv, processes, env=env).run())
-    serve(relay, settings, queues=split_queues(queues), concurrency=concurrency, burst=burst)
+    overrides = {"queues": split_queues(queues), "concurrency": concurrency, "burst": burst}
+    serve(relay, settings, schedules=defined, **overrides)
 
 
 @click.command()
@@ -86,6 +108,8 @@ def up(
     app: str | None,
     queues: str | None,
     concurrency: int | None,
+    schedule_flags: tuple[str, ...],
+    config: str | None,
     host: str | None,
     port: int | None,
 ) -> None:
@@ -97,6 +121,7 @@ def up(
     state.require_local("up")
     settings = state.settings(queues=split_queues(queues), concurrency=concurrency)
     relay = load_app(app, state) if app else Relay(settings=settings)
+    defined = schedules_for(config, schedule_flags, tuple(relay.schedules.values()))
     # The worker runs maintenance already; the server need not take part in the election too.
     server_settings = ServerSettings.from_env(host=host, port=port, maintenance=False).check()
     check_storage(relay)
@@ -108,7 +133,7 @@ def up(
         )
     )
     configure_logging(settings.log_format, settings.log_level)
-    overrides = {"queues": split_queues(queues), "concurrency": concurrency}
+    overrides = {"queues": split_queues(queues), "concurrency": concurrency, "schedules": defined}
     asyncio.run(_up(relay, server_settings, overrides))
 
 
@@ -146,7 +171,13 @@ def banner(url: str, queues: tuple[str, ...], api: str) -> str:
 
 
 def child_argv(
-    settings: Settings, app: str | None, queues: str | None, concurrency: int | None, burst: bool
+    settings: Settings,
+    app: str | None,
+    queues: str | None,
+    concurrency: int | None,
+    burst: bool,
+    schedule_flags: tuple[str, ...] = (),
+    config: str | None = None,
 ) -> list[str]:
     """The `relay …` arguments of one supervised child: this command, with --processes 1.
     The database URL travels in the environment, never in argv, where `ps` would show a password."""
@@ -159,9 +190,16 @@ def child_argv(
         "--processes",
         "1",
     ]
-    for flag, value in (("--app", app), ("--queues", queues), ("--concurrency", concurrency)):
+    for flag, value in (
+        ("--app", app),
+        ("--queues", queues),
+        ("--concurrency", concurrency),
+        ("--config", config),
+    ):
         if value is not None:
             argv += [flag, str(value)]
+    for text in schedule_flags:  # each child defines them too: a redefinition changes nothing
+        argv += ["--schedule", text]
     return [*argv, "--burst"] if burst else argv
 
 

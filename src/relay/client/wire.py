@@ -6,7 +6,13 @@ One module for both sides, so that they cannot drift apart. It imports nothing o
 A job is every field of :class:`relay.types.Job` except ``lease_token`` (the fence of the worker that
 holds the job: an operator never needs it, and must not be able to forge a worker's writes with it).
 Datetimes are ISO 8601 strings; chained jobs (``on_success`` / ``on_failure``) are in the canonical form
-of :meth:`relay.types.NewJob.to_json`.
+of :meth:`relay.types.NewJob.to_json`, and so is a schedule's job template.
+
+A queue's limits are the flat form the API also accepts (``PUT /api/v1/queues/{name}/limits``): rates
+in jobs per second, ``null`` for no limit::
+
+    {"rate": 100.0, "burst": 20, "key_rate": null, "key_burst": null,
+     "concurrency": 5, "key_concurrency": null, "ordering_dead": "continue"}
 """
 
 from __future__ import annotations
@@ -19,12 +25,18 @@ from relay.types import (
     AttemptError,
     Backoff,
     BackoffKind,
+    CatchUp,
     Job,
     JobKind,
     JobState,
     LogLine,
     NewJob,
+    OrderingDead,
     QueueInfo,
+    QueueLimits,
+    RateLimit,
+    Schedule,
+    UniqueWhile,
     WorkerInfo,
 )
 
@@ -72,6 +84,12 @@ def job_to_json(job: Job) -> dict[str, JSON]:
         "result": job.result,
         "errors": [error.to_json() for error in job.errors],
         "parent_id": job.parent_id,
+        "rate_key": job.rate_key,
+        "concurrency_key": job.concurrency_key,
+        "ordering_key": job.ordering_key,
+        "held": job.held,
+        "unique_until": _iso(job.unique_until),
+        "unique_while": job.unique_while.value,
     }
 
 
@@ -107,6 +125,12 @@ def job_from_json(d: dict[str, Any]) -> Job:
         result=d.get("result"),
         errors=tuple(AttemptError.from_json(e) for e in d.get("errors") or ()),
         parent_id=d.get("parent_id"),
+        rate_key=d.get("rate_key"),
+        concurrency_key=d.get("concurrency_key"),
+        ordering_key=d.get("ordering_key"),
+        held=bool(d.get("held")),
+        unique_until=_time(d.get("unique_until")),
+        unique_while=UniqueWhile(d.get("unique_while") or UniqueWhile.STORED),
     )
 
 
@@ -136,12 +160,76 @@ def queue_to_json(queue: QueueInfo, now: datetime) -> dict[str, JSON]:
         "oldest_pending_at": _iso(oldest),
         # Never negative: a job due "in the future" by clock skew has not waited at all.
         "oldest_pending_age_seconds": None if oldest is None else max(0.0, (now - oldest).total_seconds()),
+        "limits": limits_to_json(queue.limits),
+        "tokens": queue.tokens,
     }
 
 
 def queue_from_json(d: dict[str, Any]) -> QueueInfo:
     counts = {JobState(state): int(n) for state, n in (d.get("counts") or {}).items()}
-    return QueueInfo(d["name"], bool(d["paused"]), counts, _time(d.get("oldest_pending_at")))
+    limits = limits_from_json(d["limits"]) if d.get("limits") else QueueLimits()
+    return QueueInfo(
+        d["name"], bool(d["paused"]), counts, _time(d.get("oldest_pending_at")), limits, d.get("tokens")
+    )
+
+
+def limits_to_json(limits: QueueLimits) -> dict[str, JSON]:
+    rate, key_rate = limits.rate, limits.key_rate
+    return {
+        "rate": None if rate is None else rate.rate,
+        "burst": None if rate is None else rate.burst,
+        "key_rate": None if key_rate is None else key_rate.rate,
+        "key_burst": None if key_rate is None else key_rate.burst,
+        "concurrency": limits.concurrency,
+        "key_concurrency": limits.key_concurrency,
+        "ordering_dead": limits.ordering_dead.value,
+    }
+
+
+def limits_from_json(d: dict[str, Any]) -> QueueLimits:
+    """The limits of a server's answer (trusted: a server checked them; ``relay.jobs.limits`` checks
+    what people write)."""
+    rate = None if d.get("rate") is None else RateLimit(float(d["rate"]), int(d["burst"]))
+    key_rate = None if d.get("key_rate") is None else RateLimit(float(d["key_rate"]), int(d["key_burst"]))
+    return QueueLimits(
+        rate=rate,
+        key_rate=key_rate,
+        concurrency=d.get("concurrency"),
+        key_concurrency=d.get("key_concurrency"),
+        ordering_dead=OrderingDead(d.get("ordering_dead") or OrderingDead.CONTINUE),
+    )
+
+
+def schedule_to_json(schedule: Schedule) -> dict[str, JSON]:
+    return {
+        "name": schedule.name,
+        "schedule": schedule.spec,
+        "timezone": schedule.timezone,
+        "catch_up": schedule.catch_up.value,
+        "paused": schedule.paused,
+        "job": schedule.job.to_json(),
+        "next_run_at": _iso(schedule.next_run_at),
+        "last_run_at": _iso(schedule.last_run_at),
+        "last_job_id": schedule.last_job_id,
+        "created_at": _iso(schedule.created_at),
+        "updated_at": _iso(schedule.updated_at),
+    }
+
+
+def schedule_from_json(d: dict[str, Any]) -> Schedule:
+    return Schedule(
+        name=d["name"],
+        spec=d["schedule"],
+        timezone=d["timezone"],
+        job=NewJob.from_json(d["job"]),
+        catch_up=CatchUp(d["catch_up"]),
+        paused=bool(d["paused"]),
+        next_run_at=_time(d.get("next_run_at")),
+        last_run_at=_time(d.get("last_run_at")),
+        last_job_id=d.get("last_job_id"),
+        created_at=datetime.fromisoformat(d["created_at"]),
+        updated_at=datetime.fromisoformat(d["updated_at"]),
+    )
 
 
 def worker_to_json(worker: WorkerInfo) -> dict[str, JSON]:

@@ -42,9 +42,6 @@ ALIASES = {
 }
 _EVERY = "every "
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-# The longest a cron expression may go without a tick before it is called one that never fires: cronsim
-# searches until it finds a match, and "0 0 30 2 *" (February 30th) has none.
-_SEARCH_YEARS = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,19 +54,17 @@ class ScheduleSpec:
     interval: float | None = None
 
     def next_after(self, moment: datetime) -> datetime | None:
-        """The first tick strictly after ``moment``; None if the expression never matches again."""
+        """The first tick strictly after ``moment`` (cronsim refuses expressions that never match, such
+        as February 30th, when they are parsed); None past the last date cronsim can reach."""
         if self.interval is not None:
             since = (moment - _EPOCH).total_seconds()
             return _EPOCH + timedelta(seconds=(math.floor(since / self.interval) + 1) * self.interval)
         assert self.cron is not None
         local = moment.astimezone(ZoneInfo(self.timezone))
         try:
-            tick = next(CronSim(self.cron, local))
+            return next(CronSim(self.cron, local)).astimezone(UTC)
         except (StopIteration, CronSimError):
             return None
-        if tick.year > moment.year + _SEARCH_YEARS:
-            return None
-        return tick.astimezone(UTC)
 
     def latest_at_or_before(self, moment: datetime) -> datetime | None:
         """The last tick at or before ``moment`` (the one a late scheduler fires); None if none."""
@@ -115,10 +110,7 @@ def parse_spec(text: object, timezone: object = "UTC", *, field: str = "spec") -
         CronSim(cron, datetime.now(UTC))
     except CronSimError as exc:
         raise InvalidScheduleError(field, f"not a valid cron expression {spec!r}: {exc}") from None
-    parsed = ScheduleSpec(spec, zone, cron=cron)
-    if parsed.next_after(datetime.now(UTC)) is None:
-        raise InvalidScheduleError(field, f"{spec!r} never matches a date")
-    return parsed
+    return ScheduleSpec(spec, zone, cron=cron)
 
 
 def parse_timezone(value: object, *, field: str = "timezone") -> str:

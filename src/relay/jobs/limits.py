@@ -18,7 +18,7 @@ RateLimit(rate=100.0, burst=20)
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BeforeValidator, Field
 
@@ -26,7 +26,7 @@ from relay.errors import InvalidJobError, InvalidLimitError
 from relay.jobs.durations import parse_duration
 from relay.jobs.json_values import short_repr
 from relay.jobs.models import _Strict, validate_model
-from relay.types import JSON, OrderingDead, QueueLimits, RateLimit
+from relay.types import OrderingDead, QueueLimits, RateLimit
 
 MAX_RATE = 1_000_000_000.0  # jobs a second: beyond it, a limit is a typo
 MAX_COUNT = 1_000_000_000
@@ -121,20 +121,6 @@ def _bucket(rate: float | None, burst: int | None) -> RateLimit | None:
 def default_burst(rate: float) -> int:
     """One second's worth of ``rate``, at least 1: a bucket that smooths without starving batches."""
     return max(1, min(MAX_COUNT, math.floor(rate)))
-
-
-def limits_document(limits: QueueLimits) -> dict[str, JSON]:
-    """The flat document :func:`parse_limits` reads back into ``limits`` (rates in jobs per second)."""
-    out: dict[str, Any] = {
-        "rate": None if limits.rate is None else limits.rate.rate,
-        "burst": None if limits.rate is None else limits.rate.burst,
-        "key_rate": None if limits.key_rate is None else limits.key_rate.rate,
-        "key_burst": None if limits.key_rate is None else limits.key_rate.burst,
-        "concurrency": limits.concurrency,
-        "key_concurrency": limits.key_concurrency,
-        "ordering_dead": limits.ordering_dead.value,
-    }
-    return out
 
 
 def format_rate(rate: float) -> str:

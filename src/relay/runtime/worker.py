@@ -4,13 +4,15 @@ Who owns what (one event loop, plus two threads):
 
 - the claim loop (``_claim_loop``) is the only code that claims; it claims only as many jobs as there
   are free slots, and sleeps until a wake-up: a notification from storage, a freed slot, or a jittered
-  poll (the source of truth: a notification is only a hint);
+  poll (the source of truth: a notification is only a hint); when a rate limit held jobs back, the claim
+  says when the next token is due, and the loop sleeps no longer than that;
 - each claimed job runs in its own task, started by the executor, whose outcome (``_on_outcome``)
   goes to the completer, which records outcomes in batches; a slot is freed once the job's code has
   ended (so the next claim overlaps the recording), with a bound on outcomes waiting to be recorded;
 - the heartbeat thread extends every running job's lease in one call, from a thread job code cannot
   starve, and reports lost leases and cancellation requests back to the loop;
-- the maintenance runner (reaper, scheduler, pruner) runs here too, but acts only while elected leader.
+- the maintenance runner (reaper, scheduler, pruner) runs here too, but acts only while elected leader;
+  the cron scheduler runs on every node (storage makes each tick fire once).
 
 Shutdown has two phases: the first signal stops claiming and lets running jobs finish within the grace
 period; then (or at a second signal) what still runs is stopped and released back to pending.
@@ -34,8 +36,9 @@ from relay.runtime.events import job_event
 from relay.runtime.executor import Executor
 from relay.runtime.heartbeat import Heartbeater, RunningSet
 from relay.runtime.logs import LogWriter
-from relay.runtime.maintenance import JobPruner, JobScheduler, LeaseReaper, MaintenanceRunner, Service
+from relay.runtime.maintenance import MaintenanceRunner, Service, default_services
 from relay.runtime.registry import TaskRegistry
+from relay.runtime.schedules import ScheduleDefinition, save
 from relay.runtime.sync_threads import SyncThreadPool
 from relay.storage.base import Storage
 from relay.storage.params import BUILTIN_KINDS, ClaimParams, FinishItem, FinishResult, HeartbeatResult
@@ -68,6 +71,8 @@ class WorkerConfig:
     log_cap: int = 1_000_000
     kinds: tuple[JobKind, ...] = BUILTIN_KINDS
     worker_id: str = field(default_factory=worker_identity)
+    schedules: tuple[ScheduleDefinition, ...] = ()  # defined (or redefined) in storage at start
+    cron_interval: float = 1.0
 
 
 class Worker:
@@ -90,6 +95,7 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.maintenance: MaintenanceRunner | None = None
         self.processed = 0  # outcomes recorded, for burst mode and tests
+        self._retry_after: float | None = None  # from the last claim: when a held-back token is due
 
     # -- control --------------------------------------------------------------------------------
 
@@ -117,6 +123,8 @@ class Worker:
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
         await self.storage.open()
+        if self.config.schedules:
+            await save(self.storage, list(self.config.schedules), self._clock.now())
         threads = SyncThreadPool(self.config.concurrency)
         logs = LogWriter(self.storage)
         self._completer = Completer(self.storage, logs, self._on_recorded)
@@ -161,13 +169,14 @@ class Worker:
         log.info("worker %s stopped after %d jobs", self.id, self.processed)
 
     def _services(self) -> list[Service]:
-        services: list[Service] = [
-            LeaseReaper(self.storage, self.config.reaper_interval),
-            JobScheduler(self.storage, self.config.scheduler_interval),
-        ]
-        if self.config.retention > 0:
-            services.append(JobPruner(self.storage, self._clock, self.config.retention))
-        return services
+        return default_services(
+            self.storage,
+            self._clock,
+            reaper_interval=self.config.reaper_interval,
+            scheduler_interval=self.config.scheduler_interval,
+            retention=self.config.retention,
+            cron_interval=self.config.cron_interval,
+        )
 
     async def _unregister(self) -> None:
         try:
@@ -182,7 +191,8 @@ class Worker:
             self._wake.clear()
             free = self._free_slots()
             claimed = await self._claim(free) if free > 0 else 0
-            if self.config.burst and claimed == 0 and len(self._running) == 0:
+            idle = claimed == 0 and len(self._running) == 0 and self._retry_after is None
+            if self.config.burst and idle:
                 log.info("burst mode: no job is due, stopping")
                 return
             if free > 0 and claimed == free:
@@ -207,14 +217,19 @@ class Worker:
             jobs = await self.storage.job_claim(params)
         except Exception:
             log.exception("claim failed; retrying after the poll interval")
+            self._retry_after = None
             return 0
+        self._retry_after = jobs.retry_after
         for job in jobs:
             self._start(job)
         return len(jobs)
 
     async def _wait_for_work(self) -> None:
-        # Jitter (±10%) keeps many workers from polling in lockstep.
+        # Jitter (±10%) keeps many workers from polling in lockstep. A token due sooner than the poll
+        # is waited for exactly: with a rate limit, that is when the next job may start.
         timeout = self.config.poll_interval * random.uniform(0.9, 1.1)
+        if self._retry_after is not None:
+            timeout = min(timeout, self._retry_after)
         try:
             async with asyncio.timeout(timeout):
                 await self._wake.wait()

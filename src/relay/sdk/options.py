@@ -37,6 +37,11 @@ class JobOptions:
     timeout: Duration | None = None
     lease: Duration | None = None
     idempotency_key: str | None = None
+    unique_for: Duration | None = None
+    unique_while: str | None = None  # "stored" or "active"
+    rate_key: str | None = None
+    concurrency_key: str | None = None
+    ordering_key: str | None = None
     tags: tuple[str, ...] | list[str] | None = None
     metadata: dict[str, JSON] | None = None
     on_success: Chain | None = None
@@ -55,7 +60,7 @@ class JobOptions:
             value = getattr(self, f.name)
             if value is None or isinstance(value, NewJob):
                 continue
-            if f.name in ("delay", "timeout", "lease", "backoff_base", "backoff_max"):
+            if f.name in ("delay", "timeout", "lease", "backoff_base", "backoff_max", "unique_for"):
                 value = _duration(value)
             elif f.name == "run_at":
                 value = (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()

@@ -20,7 +20,7 @@ import uvicorn
 
 from relay.app import Relay
 from relay.errors import ConfigurationError
-from relay.runtime.maintenance import JobPruner, JobScheduler, LeaseReaper, MaintenanceRunner, Service
+from relay.runtime.maintenance import MaintenanceRunner, Service, default_services
 from relay.server.app import create_app
 from relay.server.settings import ServerSettings
 from relay.server.state import ServerState
@@ -55,13 +55,13 @@ class _Server(uvicorn.Server):
 
 def _services(relay: Relay) -> list[Service]:
     s = relay.settings
-    services: list[Service] = [
-        LeaseReaper(relay.storage, s.reaper_interval),
-        JobScheduler(relay.storage, s.scheduler_interval),
-    ]
-    if s.retention > 0:
-        services.append(JobPruner(relay.storage, relay.clock, s.retention))
-    return services
+    return default_services(
+        relay.storage,
+        relay.clock,
+        reaper_interval=s.reaper_interval,
+        scheduler_interval=s.scheduler_interval,
+        retention=s.retention,
+    )
 
 
 async def serve_async(

@@ -1,8 +1,10 @@
-"""Runs the maintenance services on exactly one node: the elected leader.
+"""Runs the maintenance services: most on exactly one node, the elected leader.
 
 Every worker process runs a MaintenanceRunner; each tries to become (or stay) leader every third of
-the leader term. Only the leader runs the services. If it dies, its term lapses and another takes over
-within ``ttl``; the reaper's delay in the worst case is therefore ``ttl + reaper interval``.
+the leader term. Only the leader runs the ``leader_only`` services. If it dies, its term lapses and
+another takes over within ``ttl``; the reaper's delay in the worst case is therefore ``ttl + reaper
+interval``. Services that storage makes safe to run everywhere (the cron scheduler) run on every node,
+so that no tick waits for an election.
 """
 
 from __future__ import annotations
@@ -38,12 +40,12 @@ class MaintenanceRunner:
                 if now >= next_election:
                     await self._elect()
                     next_election = now + self._params.ttl / 3
-                if self.is_leader:
-                    for service in self._services:
-                        if time.monotonic() >= next_due[service.name]:
-                            await self._run_service(service)
-                            next_due[service.name] = time.monotonic() + service.interval
-                wake_at = min([next_election, *next_due.values()]) if self.is_leader else next_election
+                active = [s for s in self._services if self.is_leader or not s.leader_only]
+                for service in active:
+                    if time.monotonic() >= next_due[service.name]:
+                        await self._run_service(service)
+                        next_due[service.name] = time.monotonic() + service.interval
+                wake_at = min([next_election, *(next_due[s.name] for s in active)])
                 await _wait(stop, max(0.0, wake_at - time.monotonic()))
         finally:
             if self.is_leader:

@@ -11,6 +11,7 @@ log = logging.getLogger("relay.maintenance")
 
 class LeaseReaper:
     name = "reaper"
+    leader_only = True
 
     def __init__(self, storage: Maintenance, interval: float) -> None:
         self._storage = storage

@@ -10,6 +10,7 @@ from relay.storage.base import Maintenance
 
 class JobScheduler:
     name = "scheduler"
+    leader_only = True
 
     def __init__(self, storage: Maintenance, interval: float) -> None:
         self._storage = storage

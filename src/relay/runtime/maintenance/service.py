@@ -10,6 +10,9 @@ from typing import Protocol
 class Service(Protocol):
     name: str
     interval: float  # seconds between passes
+    # True: only the elected leader runs it. False: every node does, because storage itself makes
+    # the work happen once (the cron scheduler: each tick is a compare-and-set).
+    leader_only: bool
 
     async def run_once(self) -> int:
         """Do one pass; return how many jobs it touched (for logs and metrics)."""
