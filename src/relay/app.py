@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, ParamSpec, TypeVar, overload
 
-from relay.clock import Clock, SystemClock
+from relay.clock import Clock, SystemClock, clock_from_env
 from relay.errors import ConfigurationError
 from relay.jobs.document import parse_job_document, parse_job_documents
 from relay.runtime.registry import TaskRegistry
@@ -73,6 +73,7 @@ def worker_config(settings: Settings, **overrides: Any) -> WorkerConfig:
         cancel_grace=settings.cancel_grace,
         reaper_interval=settings.reaper_interval,
         scheduler_interval=settings.scheduler_interval,
+        cron_interval=settings.cron_interval,
         leader_ttl=settings.leader_ttl,
         retention=settings.retention,
         log_cap=settings.log_cap,
@@ -92,6 +93,7 @@ class Relay:
         clock: Clock | None = None,
     ) -> None:
         self.settings = settings or Settings.from_env(database_url=url)
+        clock = clock or clock_from_env()  # a test's clock file, for whole processes under test
         self.clock = clock or SystemClock()
         self.storage = storage or storage_from_url(self.settings.database_url, clock=clock)
         self.registry = TaskRegistry()

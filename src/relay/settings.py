@@ -46,6 +46,7 @@ class Settings:
     cancel_grace: float = 5.0  # seconds a job asked to cancel gets before it is killed
     reaper_interval: float = 5.0
     scheduler_interval: float = 1.0
+    cron_interval: float = 1.0  # seconds between two looks for due schedule ticks
     leader_ttl: float = 15.0
     retention: float = 7 * 86400.0  # seconds finished jobs are kept (0 keeps them forever)
     log_cap: int = 1_000_000  # bytes of output kept per attempt
@@ -69,6 +70,7 @@ class Settings:
             cancel_grace=_float(e, "RELAY_CANCEL_GRACE", cls.cancel_grace),
             reaper_interval=_float(e, "RELAY_REAPER_INTERVAL", cls.reaper_interval),
             scheduler_interval=_float(e, "RELAY_SCHEDULER_INTERVAL", cls.scheduler_interval),
+            cron_interval=_float(e, "RELAY_CRON_INTERVAL", cls.cron_interval),
             leader_ttl=_float(e, "RELAY_LEADER_TTL", cls.leader_ttl),
             retention=_float(e, "RELAY_RETENTION", cls.retention),
             log_cap=_int(e, "RELAY_LOG_CAP", cls.log_cap),

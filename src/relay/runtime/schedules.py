@@ -19,7 +19,9 @@ from relay.storage.base import Schedules
 from relay.storage.params import ScheduleParams
 from relay.types import CatchUp, NewJob, Schedule
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+# Like a task's name (a schedule is named after its task by default): no whitespace, and no "/", which
+# would not survive in a URL path.
+NAME_PATTERN = re.compile(r"^[^\s/\x00]{1,255}$")
 _CATCH_UP = {choice.value: choice for choice in CatchUp}
 
 
@@ -60,7 +62,7 @@ def _checked(
     name: object, spec: object, timezone: object, catch_up: object
 ) -> tuple[str, ScheduleSpec, CatchUp]:
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
-        raise InvalidScheduleError("name", "expected 1 to 128 letters, digits, '_', '.', ':' or '-'")
+        raise InvalidScheduleError("name", "expected 1 to 255 characters, without spaces or '/'")
     parsed = parse_spec(spec, timezone, field="schedule")
     if isinstance(catch_up, CatchUp):
         return name, parsed, catch_up

@@ -61,6 +61,7 @@ def _services(relay: Relay) -> list[Service]:
         reaper_interval=s.reaper_interval,
         scheduler_interval=s.scheduler_interval,
         retention=s.retention,
+        cron_interval=s.cron_interval,
     )
 
 
