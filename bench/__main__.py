@@ -36,12 +36,14 @@ SERVERS: dict[str, Callable[[Path], Iterator[Callable[[str], str]]]] = {
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     p.add_argument("--backends", default="sqlite,postgres,redis")
-    p.add_argument("--scenarios", default="bulk,latency,shell,scale")
+    p.add_argument("--scenarios", default="bulk,latency,shell,scale,rated,keyed")
     p.add_argument("--jobs", type=int, default=20_000, help="jobs in the bulk and scale runs")
     p.add_argument("--history", type=int, default=1_000_000, help="finished jobs stored before scale")
     p.add_argument("--rate", type=float, default=200.0, help="jobs/s in the latency run")
     p.add_argument("--seconds", type=float, default=20.0, help="length of the latency run")
     p.add_argument("--shell-jobs", type=int, default=2_000)
+    p.add_argument("--limit-rate", type=float, default=1_000.0, help="jobs/s of the rated queue")
+    p.add_argument("--limit-seconds", type=float, default=10.0, help="length of the rated run")
     p.add_argument("--processes", type=int, default=os.cpu_count() or 2, help="worker processes")
     p.add_argument("--concurrency", type=int, default=200, help="slots per worker process")
     p.add_argument("--profile", type=Path, help="write py-spy profiles of the workers to this directory")
@@ -58,6 +60,12 @@ def run_one(name: str, url: str, args: argparse.Namespace, backend: str) -> scen
         return scenarios.shell(backend, url, args.shell_jobs, args.processes, args.concurrency)
     if name == "scale":
         return scenarios.scale(backend, url, args.jobs, args.history, args.processes, args.concurrency)
+    if name == "rated":
+        return scenarios.rated(
+            backend, url, args.limit_rate, args.limit_seconds, args.processes, args.concurrency
+        )
+    if name == "keyed":
+        return scenarios.keyed(backend, url, args.jobs, args.processes, args.concurrency)
     raise SystemExit(f"unknown scenario {name!r}")
 
 

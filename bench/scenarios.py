@@ -6,6 +6,10 @@
   the time from its enqueue to its start.
 - shell: N shell jobs of /bin/true through Relay, against a plain loop spawning /bin/true N times.
 - scale: the bulk figure again with many finished jobs already stored.
+- rated: a queue limited to ``rate`` jobs/s (a burst of 50): the rate the workers hold together, from
+  the stored start times past the burst, against the limit; and the most starts in any one second.
+- keyed: bulk on a queue with a concurrency limit of 1 per key, every job its own concurrency_key:
+  the cost of the limited claim when no job is held back.
 """
 
 from __future__ import annotations
@@ -16,14 +20,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from bench.tasks import BenchApp, make_app
 from relay import Relay
 from relay.storage.params import ClaimParams, FinishItem, ListParams
-from relay.types import JobState, Outcome
+from relay.types import JobState, Outcome, QueueLimits, RateLimit
 
 ROOT = Path(__file__).resolve().parents[1]
 POLL = 0.02  # seconds between looks at the counts while waiting for the workers
@@ -350,3 +354,72 @@ def scale(backend: str, url: str, n: int, history: int, processes: int, concurre
     result.figures["prefill_s"] = round(prefill_s, 1)
     result.figures["settle_s"] = round(settle_s, 1)
     return result
+
+
+RATED_BURST = 50
+
+
+def rated(backend: str, url: str, rate: float, seconds: float, processes: int, concurrency: int) -> Result:
+    app = new_app(url)
+    relay = app.relay
+    n = int(rate * seconds)
+    relay.call(relay.storage.queue_limits_set("rated", QueueLimits(rate=RateLimit(rate, RATED_BURST))))
+    task = app.noop.options(queue="rated")
+    results = relay.insert([task.call().job for _ in range(n)])
+    workers = Workers(url, processes, concurrency, queues="rated")
+    workers.start()
+    try:
+        wait_for_completed(relay, n, timeout=seconds * 3 + 120, queue="rated", last_id=results[-1].job.id)
+    finally:
+        workers.stop()
+    verify_exactly_once(relay, n, queue="rated")
+    starts = sorted(j.started_at.timestamp() for j in all_jobs(relay, "rated") if j.started_at is not None)
+    steady = starts[RATED_BURST:]  # the burst went at once; then one job per token
+    held = (len(steady) - 1) / (steady[-1] - steady[0])
+    figures = {
+        "jobs": n,
+        "limit_jobs_per_s": rate,
+        "burst": RATED_BURST,
+        "held_jobs_per_s": round(held, 1),
+        "deviation_pct": round(100 * (held - rate) / rate, 2),
+        "most_starts_in_1s": most_in_window(starts, 1.0),
+        "processes": processes,
+        "concurrency": concurrency,
+    }
+    return Result(backend, "rated", figures)
+
+
+def most_in_window(times: list[float], window: float) -> int:
+    """The most of ``times`` (sorted) inside any window of ``window`` seconds."""
+    most, first = 0, 0
+    for last, t in enumerate(times):
+        while t - times[first] > window:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
+
+
+def keyed(backend: str, url: str, n: int, processes: int, concurrency: int) -> Result:
+    app = new_app(url)
+    relay = app.relay
+    relay.call(relay.storage.queue_limits_set("keyed", QueueLimits(key_concurrency=1)))
+    template = app.noop.options(queue="keyed").call().job
+    jobs = [replace(template, concurrency_key=f"key-{i}") for i in range(n)]
+    start = time.perf_counter()
+    for i in range(0, n, 10_000):
+        results = relay.insert(jobs[i : i + 10_000])
+    enqueue_s = time.perf_counter() - start
+    workers = Workers(url, processes, concurrency, queues="keyed")
+    workers.start()
+    try:
+        wait_for_completed(relay, n, timeout=600, queue="keyed", last_id=results[-1].job.id)
+    finally:
+        workers.stop()
+    figures = {
+        "jobs": n,
+        "enqueue_jobs_per_s": round(n / enqueue_s),
+        **verify_exactly_once(relay, n, queue="keyed"),
+        "processes": processes,
+        "concurrency": concurrency,
+    }
+    return Result(backend, "keyed", figures)

@@ -10,6 +10,8 @@ COLUMNS = {
     "scale": ["history_jobs", "processed_jobs_per_s"],
     "latency": ["p50_ms", "p95_ms", "p99_ms", "max_ms"],
     "shell": ["relay_jobs_per_s", "plain_loop_spawns_per_s", "ratio", "wall_ratio"],
+    "rated": ["limit_jobs_per_s", "held_jobs_per_s", "deviation_pct", "most_starts_in_1s"],
+    "keyed": ["enqueue_jobs_per_s", "processed_jobs_per_s"],
 }
 
 
