@@ -4,12 +4,13 @@ deadline, and the hostile strings every page must show as text."""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -18,6 +19,7 @@ from relay.runtime.worker import Worker
 from relay.server import ServerSettings, serve_async
 from relay.settings import Settings
 
+T = TypeVar("T")
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's: Playwright never downloads a browser here
 # Without the networking flags Chromium keeps trying to reach the outside world (see NOTES.md).
 CHROMIUM_FLAGS = [
@@ -30,6 +32,7 @@ CHROMIUM_FLAGS = [
     "--no-first-run",
     "--disable-quic",
 ]
+BACKEND = os.environ.get("RELAY_TEST_DASHBOARD_BACKEND", "sqlite")  # or "memory"
 POLL = 0.02  # how often a condition is looked at again: not a wait for time to pass
 
 # Each would set window.__xss (or open a dialog) if the page ever treated it as markup or script.
@@ -55,8 +58,11 @@ def wait_until(check: Callable[[], Any], timeout: float = 15.0, what: str = "con
 
 
 def relay_on(path: Path) -> Relay:
+    """A Relay on a SQLite file at ``path``, or on the memory backend with
+    ``RELAY_TEST_DASHBOARD_BACKEND=memory`` (the pages read through the storage seam only)."""
+    url = "memory://" if BACKEND == "memory" else f"sqlite:///{path}"
     settings = Settings(
-        database_url=f"sqlite:///{path}",
+        database_url=url,
         poll_interval=0.05,
         reaper_interval=0.2,
         scheduler_interval=0.1,
@@ -119,6 +125,11 @@ class LiveRelay:
             loop.call_soon_threadsafe(worker.request_stop)  # the second stop releases running jobs now
         self._thread.join(30)
         assert not self._thread.is_alive(), "the server did not stop"
+
+    def call(self, make: Callable[[Relay], Coroutine[Any, Any, T]], timeout: float = 30.0) -> T:
+        """Run ``make(relay)`` in the server's event loop: storage calls from a test, on any backend."""
+        assert self._loop is not None, "the server is not running"
+        return asyncio.run_coroutine_threadsafe(make(self.relay), self._loop).result(timeout)
 
     def enqueue(self, document: dict[str, Any]) -> dict[str, Any]:
         response = httpx.post(f"{self.url}/api/v1/jobs", json=document, timeout=10)

@@ -3,11 +3,23 @@ would refuse, such as a queue name with markup in it: storage written by older v
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from relay.app import Relay
+from relay.runtime.schedules import define
 from relay.storage.params import ClaimParams, FinishItem, LogAppend
-from relay.types import AttemptError, Job, JobKind, NewJob, Outcome, WorkerInfo
+from relay.types import (
+    AttemptError,
+    Job,
+    JobKind,
+    NewJob,
+    Outcome,
+    QueueLimits,
+    RateLimit,
+    Schedule,
+    WorkerInfo,
+)
 
 from .helpers import HOSTILE
 
@@ -51,7 +63,11 @@ async def hostile(relay: Relay) -> list[Job]:
             id=f"{text}-{n}",
             payload={"command": text, "note": text},
             tags=(text,),
-            metadata={"owner": text},
+            metadata={"owner": text, "schedule": text, "tick": text},
+            rate_key=text,
+            concurrency_key=text,
+            ordering_key=text,
+            idempotency_key=text,
             error=text,
             logs=HOSTILE,
         )
@@ -63,3 +79,24 @@ async def hostile(relay: Relay) -> list[Job]:
     worker = WorkerInfo(HOSTILE[0], HOSTILE[1], 42, (HOSTILE[2],), 1, now, now, (jobs[0].id,))
     await relay.storage.worker_heartbeat(worker)
     return jobs
+
+
+async def schedule(relay: Relay, name: str, spec: str, job: NewJob, **options: Any) -> Schedule:
+    """A schedule stored as ``relay schedule add`` stores one (checked by ``define``)."""
+    await relay.open_async()
+    definition = define(name, spec, job, **options)
+    return await relay.storage.schedule_upsert(definition.params(relay.clock.now()))
+
+
+async def hostile_schedules(relay: Relay) -> list[Schedule]:
+    """Schedules whose name, queue and command are attacks (``define`` refuses such a name, storage
+    does not), each queue with limits, so that its page shows them and its form."""
+    await relay.open_async()
+    made = []
+    for n, text in enumerate(HOSTILE):
+        payload = {"command": text, "argv": ["sh", "-c", text], "args": [], "shell": True, "env": {}}
+        job = NewJob(JobKind.SHELL, payload, queue=text, metadata={"note": text})
+        params = define(f"hostile-{n}", "*/5 * * * *", job).params(relay.clock.now())
+        made.append(await relay.storage.schedule_upsert(replace(params, name=f"{text}-{n}")))
+        await relay.storage.queue_limits_set(text, QueueLimits(rate=RateLimit(5.0, 5), concurrency=2))
+    return made

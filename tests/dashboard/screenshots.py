@@ -13,17 +13,30 @@ import math
 import sys
 import tempfile
 import time
+from datetime import timedelta
 from pathlib import Path
 
 from playwright.sync_api import expect, sync_playwright
 
+from relay.app import Relay
+from relay.jobs.document import parse_job_document
+from relay.runtime.maintenance.cron import CronScheduler
+from relay.runtime.schedules import define
 from relay.server import ServerSettings
+from relay.types import NewJob, QueueLimits, RateLimit
 
 from .helpers import CHROMIUM, CHROMIUM_FLAGS, LiveRelay, register_demo_tasks, relay_on, seed_demo
 
 IMAGES = Path(__file__).parents[2] / "docs" / "images"
 QUEUES = ("default", "emails", "billing", "reports")
-FULL_PAGE = ("overview", "job", "job-running", "workers")  # the lists: their first screen
+FULL_PAGE = (
+    "overview",
+    "job",
+    "job-running",
+    "workers",
+    "queue",
+    "schedules",
+)  # the lists: their first screen
 
 
 def load(live: LiveRelay, seconds: float) -> None:
@@ -55,6 +68,34 @@ def load(live: LiveRelay, seconds: float) -> None:
         time.sleep(max(0.0, 1 - (time.monotonic() - started - elapsed)))
 
 
+async def flow_control(relay: Relay) -> None:
+    """Limits on the demo's queues, and a few schedules (one of which has run, one paused)."""
+    await relay.storage.queue_limits_set("emails", QueueLimits(rate=RateLimit(20.0, 10), concurrency=4))
+    await relay.storage.queue_limits_set(
+        "billing", QueueLimits(concurrency=2, key_rate=RateLimit(10 / 60, 5))
+    )
+    now = relay.clock.now()
+
+    def shell(command: str, queue: str = "default") -> NewJob:
+        return parse_job_document({"type": "shell", "queue": queue, "payload": {"command": command}})
+
+    schedules = [
+        define(
+            "nightly-report", "30 2 * * *", shell("report.sh --full", "reports"), timezone="Europe/Berlin"
+        ),
+        define(
+            "weekly-digest", "0 9 * * 1", shell("digest.sh --week", "emails"), timezone="America/New_York"
+        ),
+    ]
+    for definition in schedules:
+        await relay.storage.schedule_upsert(definition.params(now))
+    await relay.storage.schedule_set_paused("weekly-digest", True, None)
+    # Due a while ago: the scheduler enqueues its latest tick now, so that it shows a last run.
+    cleanup = define("cleanup-tmp", "every 5m", shell("/bin/echo removed 12 files"), catch_up="skip")
+    await relay.storage.schedule_upsert(cleanup.params(now - timedelta(minutes=20)))
+    await CronScheduler(relay.storage, grace=3600).run_once()
+
+
 def main(seconds: float) -> None:
     IMAGES.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp())
@@ -62,6 +103,7 @@ def main(seconds: float) -> None:
     register_demo_tasks(relay)
     live = LiveRelay(relay, QUEUES, ServerSettings(events_interval=0.5, maintenance=False)).start()
     try:
+        live.call(flow_control)
         load(live, seconds)
         ids = seed_demo(live)
         stop = folder / "stop"
@@ -80,6 +122,8 @@ def main(seconds: float) -> None:
                 "job-running": f"/ui/jobs/{tail['id']}",
                 "dlq": "/ui/dlq",
                 "workers": "/ui/workers",
+                "queue": "/ui/queues/emails",
+                "schedules": "/ui/schedules",
             }
             for name, path in shots.items():
                 page.goto(live.url + path)

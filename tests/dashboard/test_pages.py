@@ -160,6 +160,8 @@ async def test_no_page_reads_more_than_a_page_of_jobs() -> None:
             "/ui/dlq",
             "/ui/workers",
             f"/ui/jobs/{chained.id}",
+            "/ui/queues/q1",
+            "/ui/schedules",
         ):
             storage.limits.clear()
             assert (await client.get(path)).status_code == 200, path

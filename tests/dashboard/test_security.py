@@ -11,7 +11,7 @@ import httpx
 from relay.app import Relay
 from relay.server import ServerSettings, mint_token
 from relay.server.dashboard.security import CONTENT_SECURITY_POLICY
-from relay.types import JobState
+from relay.types import JobKind, JobState, NewJob
 
 from . import jobs
 from .conftest import BASE, SECRET, csrf_of, dashboard, post_form
@@ -23,6 +23,14 @@ AUTH = ServerSettings(events_interval=0, jwt_secret=SECRET)
 
 def job_path(job_id: str) -> str:
     return "/ui/jobs/" + quote(job_id, safe="")
+
+
+def queue_path(name: str) -> str:
+    return "/ui/queues/" + quote(name, safe="")
+
+
+def schedule_path(name: str) -> str:
+    return "/ui/schedules#" + quote(f"schedule-{name}", safe="")
 
 
 def assert_no_markup_from_data(body: str) -> None:
@@ -48,6 +56,42 @@ async def test_every_value_from_a_job_is_escaped(relay: Relay) -> None:
         # Shown as text: in its queue, tags, payload, metadata, error, traceback, stderr and log.
         assert job_page.count("&lt;script&gt;window.__xss=1") >= 8
         assert "&lt;img src=x onerror=&#34;window.__xss=2;alert(2)&#34;&gt;" in job_page  # a log line
+
+
+async def test_schedules_and_queue_pages_escape_every_value(relay: Relay) -> None:
+    found = await jobs.hostile(relay)
+    schedules = await jobs.hostile_schedules(relay)
+    async with dashboard(relay) as client:
+        pages = ["/", "/ui/schedules"] + [queue_path(s.job.queue) for s in schedules]
+        pages += [job_path(job.id) for job in found]  # rate, concurrency and ordering keys; a schedule
+        for path in pages:
+            response = await client.get(path)
+            assert response.status_code == 200, path
+            assert_no_markup_from_data(response.text)
+        listing = (await client.get("/ui/schedules")).text
+        # Shown as text: its name, queue, command (and in the attributes of its row and forms).
+        assert listing.count("&lt;script&gt;window.__xss=1;alert(1)&lt;/script&gt;") >= 4
+        queue_page = (await client.get(queue_path(schedules[1].job.queue))).text
+        assert "&lt;img src=x onerror=&#34;window.__xss=2;alert(2)&#34;&gt;" in queue_page
+        data = (await client.get("/ui/api/schedules")).json()
+        assert sorted(s["name"] for s in data["schedules"]) == sorted(s.name for s in schedules)
+        # A refused limits form shows what was typed, and the error that quotes it, as text.
+        refused = await post_form(
+            client,
+            "/ui/actions/limits",
+            {"queue": schedules[0].job.queue, "rate": HOSTILE[2], "burst": HOSTILE[0]},
+        )
+        assert refused.status_code == 422
+        assert_no_markup_from_data(refused.text)
+        assert 'data-error="rate">' in refused.text
+        # Pausing one comes back to its row, by a link that stays on this site.
+        paused = await post_form(
+            client,
+            "/ui/actions/schedule-pause",
+            {"schedule": schedules[0].name, "next": schedule_path(schedules[0].name)},
+        )
+        assert paused.status_code == 303
+        assert paused.headers["location"].startswith("/ui/schedules?notice=schedule-paused#schedule-%3C")
 
 
 async def test_data_endpoints_are_json_never_html(relay: Relay) -> None:
@@ -93,6 +137,10 @@ async def test_every_dashboard_response_has_a_strict_csp(relay: Relay) -> None:
             "/ui/jobs",
             "/ui/dlq",
             "/ui/workers",
+            "/ui/schedules",
+            "/ui/queues/emails",
+            "/ui/queues/bad%20name",
+            "/ui/api/schedules",
             "/ui/jobs/nope",
             "/ui/nothing-here",
             "/ui/static/dashboard.js",
@@ -159,6 +207,49 @@ async def test_a_post_without_the_csrf_token_is_refused(relay: Relay) -> None:
         )
         assert done.status_code == 303
         assert (await relay.storage.job_get(job.id)).state is JobState.PENDING  # type: ignore[union-attr]
+
+
+async def test_flow_control_actions_need_the_csrf_token_and_our_origin(relay: Relay) -> None:
+    await jobs.insert(relay, queue="emails")
+    await jobs.schedule(relay, "nightly", "0 3 * * *", NewJob(JobKind.EXTERNAL, {}, queue="emails"))
+    paused = await jobs.schedule(relay, "hourly", "@hourly", NewJob(JobKind.EXTERNAL, {}, queue="emails"))
+    await relay.storage.schedule_set_paused(paused.name, True, None)
+    posts = {
+        "limits": {"queue": "emails", "rate": "1/s", "concurrency": "1"},
+        "schedule-pause": {"schedule": "nightly"},
+        "schedule-resume": {"schedule": "hourly"},
+    }
+    async with dashboard(relay) as client:
+        token = csrf_of((await client.get("/ui/queues/emails")).text)
+        for action, fields in posts.items():
+            path = f"/ui/actions/{action}"
+            refused = [
+                await client.post(path, data=fields, headers={"origin": BASE}),
+                await client.post(path, data={**fields, "csrf": "0" * 64}, headers={"origin": BASE}),
+                await client.post(path, data={**fields, "csrf": token}),  # no Origin
+                await client.post(
+                    path, data={**fields, "csrf": token}, headers={"origin": "http://evil.example"}
+                ),
+                await client.post(
+                    path,
+                    data={**fields, "csrf": token},
+                    headers={"origin": BASE, "sec-fetch-site": "cross-site"},
+                ),
+            ]
+            assert [r.status_code for r in refused] == [403] * len(refused), action
+            assert (await client.get(path)).status_code == 405
+        [queue] = await relay.storage.queue_list()
+        assert not queue.limits.limited
+        assert {s.name: s.paused for s in await relay.storage.schedule_list()} == {
+            "hourly": True,
+            "nightly": False,
+        }
+        for action, fields in posts.items():  # with the token and our Origin, each works
+            assert (await post_form(client, f"/ui/actions/{action}", fields)).status_code == 303, action
+        assert {s.name: s.paused for s in await relay.storage.schedule_list()} == {
+            "hourly": False,
+            "nightly": True,
+        }
 
 
 async def test_without_auth_only_loopback_names_are_answered(relay: Relay) -> None:

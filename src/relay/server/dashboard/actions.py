@@ -2,27 +2,30 @@
 to the page the person came from, with a notice.
 
 Each action checks, in order: the origin and CSRF token (:func:`read_form`), the person's token, the
-``admin`` scope on the queue it touches (the API's own checks: :func:`job_for`, :func:`require`), and
-the job's state. Bulk actions on the dead-letter queue first answer a confirmation page that says how
-many jobs they would touch; only its button (``confirm=yes``) acts.
+``admin`` scope on the queue it touches (the API's own checks: :func:`job_for`, :func:`require`; a
+schedule's queue is its job's), and the job's state. Bulk actions on the dead-letter queue first answer
+a confirmation page that says how many jobs they would touch; only its button (``confirm=yes``) acts.
+A limits form that ``relay.jobs.limits`` refuses is answered with the queue page again (422), a message
+next to each wrong field, and nothing stored.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from relay.errors import InvalidTransitionError
-from relay.jobs.models import QUEUE_PATTERN
+from relay.errors import InvalidTransitionError, ScheduleNotFoundError
+from relay.runtime.schedules import set_paused
 from relay.server.access import job_for
 from relay.server.auth import require, require_all
 from relay.server.dashboard.context import DashboardContext, context_of, grants_of
+from relay.server.dashboard.flow import check_limits, submitted
 from relay.server.dashboard.forms import local_path, read_form
-from relay.server.dashboard.render import job_url, page
+from relay.server.dashboard.pages import render_queue, valid_queue_name
+from relay.server.dashboard.render import job_url, page, queue_url, schedule_url
 from relay.server.errors import ApiError
 from relay.server.scopes import Action, Grants
 from relay.storage.params import PurgeParams, RequeueParams
@@ -39,7 +42,8 @@ def back(form: Form, default: str, notice: str, count: int | None = None) -> Red
     query.append(("notice", notice))
     if count is not None:
         query.append(("n", str(count)))
-    return RedirectResponse(f"{target.path}?{urlencode(query)}", status_code=303)
+    fragment = f"#{target.fragment}" if target.fragment else ""
+    return RedirectResponse(f"{target.path}?{urlencode(query)}{fragment}", status_code=303)
 
 
 def _job_id(form: Form) -> str:
@@ -99,16 +103,53 @@ def _bulk(action: str) -> Handler:
     return handle
 
 
+async def _queue_name(ctx: DashboardContext, form: Form) -> str:
+    """The form's ``queue``: one storage holds, or a name the API would accept for a new one."""
+    name = form.get("queue", "")
+    known = name in {q.name for q in await ctx.storage.queue_list()}
+    # The API's rule for names, except that a queue storage already holds can always be acted on.
+    if not known and not valid_queue_name(name):
+        raise ApiError(422, "invalid_request", "not a queue name", "form.queue")
+    return name
+
+
 def _pausing(paused: bool) -> Handler:
     async def handle(request: Request, ctx: DashboardContext, grants: Grants, form: Form) -> Response:
-        name = form.get("queue", "")
-        known = name in {q.name for q in await ctx.storage.queue_list()}
-        # The API's rule for names, except that a queue storage already holds can always be paused.
-        if not known and not (0 < len(name) <= 128 and re.fullmatch(QUEUE_PATTERN, name)):
-            raise ApiError(422, "invalid_request", "not a queue name", "form.queue")
+        name = await _queue_name(ctx, form)
         require(grants, Action.ADMIN, name)
         await (ctx.storage.queue_pause(name) if paused else ctx.storage.queue_resume(name))
         return back(form, "/", "paused" if paused else "resumed")
+
+    return handle
+
+
+async def limits(request: Request, ctx: DashboardContext, grants: Grants, form: Form) -> Response:
+    """Replace a queue's limits with the form's (an empty field: no limit)."""
+    name = await _queue_name(ctx, form)
+    require(grants, Action.ADMIN, name)
+    values = submitted(form)
+    checked, errors = check_limits(values)
+    if checked is None:
+        return await render_queue(request, name, values=values, errors=errors, status=422)
+    await ctx.storage.queue_limits_set(name, checked)
+    return back(form, queue_url(name), "limits-set")
+
+
+def _schedule_pausing(paused: bool) -> Handler:
+    async def handle(request: Request, ctx: DashboardContext, grants: Grants, form: Form) -> Response:
+        name = form.get("schedule", "")
+        schedule = await ctx.storage.schedule_get(name) if name else None
+        # Like a job: a schedule of a queue this token cannot read is not found, so it does not leak.
+        if schedule is None or not (
+            grants.allows(Action.READ, schedule.job.queue) or grants.allows(Action.ADMIN, schedule.job.queue)
+        ):
+            raise ApiError(404, "not_found", f"There is no schedule named {name!r}.")
+        require(grants, Action.ADMIN, schedule.job.queue)
+        try:
+            await set_paused(ctx.storage, schedule.name, paused, ctx.server.now())
+        except ScheduleNotFoundError:  # removed since it was read
+            raise ApiError(404, "not_found", f"There is no schedule named {name!r}.") from None
+        return back(form, schedule_url(schedule.name), "schedule-paused" if paused else "schedule-resumed")
 
     return handle
 
@@ -121,6 +162,9 @@ ACTIONS: dict[str, Handler] = {
     "purge": _bulk("purge"),
     "pause": _pausing(True),
     "resume": _pausing(False),
+    "limits": limits,
+    "schedule-pause": _schedule_pausing(True),
+    "schedule-resume": _schedule_pausing(False),
 }
 
 

@@ -4,6 +4,8 @@ which ``EventSource`` and ``fetch`` send by themselves, unlike a bearer header):
 - ``events``: server-sent events, the API's ``queue`` and ``job`` events from the change feed, plus a
   ``throughput`` event (the charts' data) after each change and every 10 seconds;
 - ``job?id=``: a job as the list and the job page show it; ``logs?id=&after_seq=``: its log lines;
+- ``queue?name=``: a queue as the API returns it, plus its limits in words (the queue page);
+- ``schedules``: the schedules' runs and paused flags (the schedules page);
 - ``throughput``, ``workers``.
 
 Every value is data for ``textContent``: the scripts never parse HTML from here.
@@ -16,18 +18,19 @@ from collections.abc import AsyncIterator
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from relay.client.wire import log_line_to_json, worker_to_json
+from relay.client.wire import log_line_to_json, queue_to_json, worker_to_json
 from relay.server.access import job_for
 from relay.server.auth import require_all
 from relay.server.dashboard.context import DashboardContext, context_of, grants_of
-from relay.server.dashboard.pages import attempts
+from relay.server.dashboard.flow import limits_view
+from relay.server.dashboard.pages import attempts, find_queue, readable_schedules
 from relay.server.dashboard.render import iso, job_url, summary
 from relay.server.dashboard.throughput import BUCKET_SECONDS
 from relay.server.errors import ApiError, json_response
 from relay.server.routes.events import sse
 from relay.server.scopes import Action, Grants
 from relay.storage.params import LogParams
-from relay.types import JSON, Job, JobState
+from relay.types import JSON, Job, JobState, Schedule
 
 MAX_SEQ = 2**63 - 1
 LOG_LIMIT = 1000
@@ -53,6 +56,7 @@ def job_view(job: Job, grants: Grants) -> dict[str, JSON]:
         "worker_id": job.worker_id,
         "progress": job.progress,
         "cancel_requested": job.cancel_requested,
+        "held": job.held,
         "result": job.result,
         "final": job.is_final,
         "can_retry": admin and job.state in JobState.requeueable(),
@@ -94,6 +98,35 @@ async def logs(request: Request) -> Response:
         "more": len(lines) == LOG_LIMIT,
         "state": found.state.value,
     }
+    return json_response(200, body)
+
+
+async def queue(request: Request) -> Response:
+    ctx, grants = context_of(request), grants_of(request)
+    await ctx.open()
+    found = await find_queue(ctx, grants, request.query_params.get("name", ""))
+    now = ctx.server.now()
+    body = {"queue": queue_to_json(found, now), "view": limits_view(found).to_json(), "now": iso(now)}
+    return json_response(200, body)
+
+
+def schedule_view(schedule: Schedule, grants: Grants) -> dict[str, JSON]:
+    return {
+        "name": schedule.name,
+        "paused": schedule.paused,
+        "next_run_at": iso(schedule.next_run_at),
+        "last_run_at": iso(schedule.last_run_at),
+        "last_job_id": schedule.last_job_id,
+        "last_job_url": None if schedule.last_job_id is None else job_url(schedule.last_job_id),
+        "can_admin": grants.allows(Action.ADMIN, schedule.job.queue),
+    }
+
+
+async def schedules(request: Request) -> Response:
+    ctx, grants = context_of(request), grants_of(request)
+    await ctx.open()
+    found = await readable_schedules(ctx, grants)
+    body = {"schedules": [schedule_view(s, grants) for s in found], "now": iso(ctx.server.now())}
     return json_response(200, body)
 
 

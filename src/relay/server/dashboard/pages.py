@@ -1,4 +1,5 @@
-"""The dashboard's pages (GET): the overview, the job list, a job, the dead-letter queue, the workers.
+"""The dashboard's pages (GET): the overview, a queue, the job list, a job, the dead-letter queue, the
+schedules, the workers.
 
 Every page reads what it shows through the storage seam's operator operations, and only ever a page
 of jobs: queue counts come from ``queue_list``, lists from ``job_list`` with a limit and the storage
@@ -7,23 +8,28 @@ cursor, so a page costs the same with a hundred jobs or a hundred thousand.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from relay.client.wire import job_to_json
+from relay.jobs.models import QUEUE_PATTERN
 from relay.server.access import job_for, readable_queues
-from relay.server.auth import require_all
+from relay.server.auth import forbidden, require, require_all
 from relay.server.dashboard.chains import find_children
 from relay.server.dashboard.context import DashboardContext, context_of, grants_of
+from relay.server.dashboard.flow import CATCH_UP_WORDS, compact_parts, describe, form_values, limits_view
 from relay.server.dashboard.render import page
 from relay.server.dashboard.throughput import only
 from relay.server.errors import ApiError
 from relay.server.scopes import Action, Grants
 from relay.storage.params import JobPage, ListParams, LogParams
-from relay.types import Job, JobKind, JobState, QueueInfo
+from relay.types import Job, JobKind, JobState, QueueInfo, Schedule
 
 PAGE_SIZES = (25, 50, 100, 200)
 LOG_PAGE = 1000  # log lines in the page itself; the browser fetches the rest, then tails
@@ -54,6 +60,7 @@ async def overview(request: Request) -> HTMLResponse:
         "overview.html",
         nav="overview",
         queues=queues,
+        limit_parts={q.name: compact_parts(q) for q in queues},
         totals=totals,
         workers=workers,
         throughput=throughput,
@@ -183,8 +190,21 @@ async def job_page(request: Request) -> HTMLResponse:
         admin=grants.allows(Action.ADMIN, job.queue),
         final=job.is_final,
         requeueable=job.state in JobState.requeueable(),
+        schedule=_schedule_of(job),
         feed_cursor=feed_cursor(ctx),
     )
+
+
+def _schedule_of(job: Job) -> dict[str, Any] | None:
+    """The schedule whose tick enqueued ``job`` (its metadata says so), with the tick."""
+    name, tick = job.metadata.get("schedule"), job.metadata.get("tick")
+    if not isinstance(name, str) or not isinstance(tick, str):
+        return None
+    try:
+        at: datetime | None = datetime.fromisoformat(tick)
+    except ValueError:
+        at = None
+    return {"name": name, "tick": at, "tick_text": tick}
 
 
 async def dlq(request: Request) -> HTMLResponse:
@@ -218,3 +238,82 @@ async def workers(request: Request) -> HTMLResponse:
     require_all(grants, Action.READ)  # workers serve many queues and name the jobs they run
     found = sorted(await ctx.storage.worker_list(), key=lambda w: (w.host, w.pid, w.id))
     return page(request, "workers.html", nav="workers", workers=found, feed_cursor=feed_cursor(ctx))
+
+
+async def find_queue(ctx: DashboardContext, grants: Grants, name: str) -> QueueInfo:
+    """The queue named ``name``, if this person may read it (403 otherwise). A queue storage does not
+    know yet (a schedule's, before its first tick) is empty; a name no queue could have is 404."""
+    require(grants, Action.READ, name)
+    for queue in await ctx.storage.queue_list():
+        if queue.name == name:
+            return queue
+    if not valid_queue_name(name):
+        raise ApiError(404, "not_found", f"There is no queue named {name!r}.")
+    return QueueInfo(name, paused=False, counts={})
+
+
+def valid_queue_name(name: str) -> bool:
+    """The API's rule for a queue's name."""
+    return 0 < len(name) <= 128 and re.fullmatch(QUEUE_PATTERN, name) is not None
+
+
+async def render_queue(
+    request: Request,
+    name: str,
+    *,
+    values: Mapping[str, str] | None = None,
+    errors: Mapping[str, str] | None = None,
+    status: int = 200,
+) -> HTMLResponse:
+    """A queue's page; after a refused limits form, with what was typed and a message per field."""
+    ctx, grants = context_of(request), grants_of(request)
+    queue = await find_queue(ctx, grants, name)
+    schedules = [s for s in await ctx.storage.schedule_list() if s.job.queue == queue.name]
+    return page(
+        request,
+        "queue.html",
+        status=status,
+        nav="queue",
+        queue=queue,
+        view=limits_view(queue),
+        values=values if values is not None else form_values(queue.limits),
+        errors=errors or {},
+        admin=grants.allows(Action.ADMIN, queue.name),
+        schedules=[schedule_row(s) for s in schedules],
+        feed_cursor=feed_cursor(ctx),
+    )
+
+
+async def queue_page(request: Request) -> HTMLResponse:
+    await context_of(request).open()
+    return await render_queue(request, request.path_params["name"])
+
+
+def schedule_row(schedule: Schedule) -> dict[str, Any]:
+    return {
+        "schedule": schedule,
+        "description": describe(schedule),
+        "catch_up": CATCH_UP_WORDS[schedule.catch_up],
+    }
+
+
+async def readable_schedules(ctx: DashboardContext, grants: Grants) -> list[Schedule]:
+    """Every schedule whose job's queue this person may read, by name."""
+    if not grants.allows_any(Action.READ):
+        raise forbidden(Action.READ, "*")
+    found = await ctx.storage.schedule_list()
+    return sorted((s for s in found if grants.allows(Action.READ, s.job.queue)), key=lambda s: s.name)
+
+
+async def schedules(request: Request) -> HTMLResponse:
+    ctx, grants = context_of(request), grants_of(request)
+    await ctx.open()
+    found = await readable_schedules(ctx, grants)
+    return page(
+        request,
+        "schedules.html",
+        nav="schedules",
+        rows=[schedule_row(s) for s in found],
+        admin={s.job.queue for s in found if grants.allows(Action.ADMIN, s.job.queue)},
+        feed_cursor=feed_cursor(ctx),
+    )

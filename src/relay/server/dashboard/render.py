@@ -19,7 +19,7 @@ from starlette.responses import HTMLResponse
 from relay import __version__
 from relay.server.dashboard.context import context_of
 from relay.server.dashboard.security import CSRF_FIELD, SESSION_COOKIE, new_session_id, session_of, set_cookie
-from relay.types import JSON, Job, JobKind, JobState
+from relay.types import JSON, Job, JobKind, JobState, NewJob
 
 SUMMARY_CHARS = 160
 
@@ -31,6 +31,9 @@ NOTICES = {
     "purged": "{n} dead job(s) purged.",
     "paused": "The queue is paused: workers claim nothing from it.",
     "resumed": "The queue is resumed.",
+    "limits-set": "The queue's limits are saved: workers obey them at their next claim.",
+    "schedule-paused": "The schedule is paused: it enqueues nothing until it is resumed.",
+    "schedule-resumed": "The schedule is resumed from its next tick (the ticks it missed are not run).",
     "logged-out": "You are logged out.",
 }
 
@@ -59,6 +62,14 @@ def age(value: datetime | None, now: datetime) -> str:
     return "—" if value is None else duration((now - value).total_seconds())
 
 
+def until(value: datetime | None, now: datetime) -> str:
+    """``in 4m``; ``due 5s ago`` for a tick that has come and has not been enqueued yet."""
+    if value is None:
+        return "—"
+    seconds = (value - now).total_seconds()
+    return f"in {duration(seconds)}" if seconds > 0 else f"due {duration(-seconds)} ago"
+
+
 def pretty(value: JSON) -> str:
     return orjson.dumps(value, option=orjson.OPT_INDENT_2).decode()
 
@@ -82,7 +93,7 @@ def _task_call(payload: dict[str, JSON]) -> str:
     return f"{payload.get('task', '?')}({', '.join(args)})"
 
 
-def summary(job: Job) -> str:
+def summary(job: Job | NewJob) -> str:
     """One line that says what the job runs: the command line, the task call, or the payload."""
     payload = job.payload
     if job.kind is JobKind.SHELL and isinstance(payload, dict):
@@ -97,6 +108,19 @@ def summary(job: Job) -> str:
 def job_url(job_id: str) -> str:
     # quote() with safe="" turns "/" into %2F, so that an id with slashes stays one path segment.
     return "/ui/jobs/" + quote(job_id, safe="")
+
+
+def queue_url(name: str) -> str:
+    return "/ui/queues/" + quote(name, safe="")
+
+
+def schedule_url(name: str) -> str:
+    """The schedules page, at this schedule's row."""
+    return "/ui/schedules#" + quote(schedule_anchor(name), safe="")
+
+
+def schedule_anchor(name: str) -> str:
+    return f"schedule-{name}"
 
 
 def url(path: str, params: Mapping[str, str | list[str] | None]) -> str:
@@ -137,7 +161,15 @@ def _environment() -> Environment:
         when=when, iso=iso, duration=duration, pretty=pretty, summary=summary, jsonattr=jsonattr
     )
     env.globals.update(
-        job_url=job_url, url=url, states=[s.value for s in JobState], version=__version__, age=age
+        job_url=job_url,
+        queue_url=queue_url,
+        schedule_url=schedule_url,
+        schedule_anchor=schedule_anchor,
+        url=url,
+        states=[s.value for s in JobState],
+        version=__version__,
+        age=age,
+        until=until,
     )
     return env
 

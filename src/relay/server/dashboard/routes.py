@@ -3,13 +3,16 @@ scripts under ``/ui/api/``).
 
 =================================  ==========================================================
 ``GET /``                          the overview: queues, their counts, throughput, workers
+``GET /ui/queues/{name}``          a queue: its counts, limits and what they use, the limits form
 ``GET /ui/jobs``                   jobs, filtered by state, queue, kind and text, paged
 ``GET /ui/jobs/{id}``              a job: its document, attempts and errors, logs, chain
 ``GET /ui/dlq``                    the dead-letter queue
+``GET /ui/schedules``              the schedules, their next and last runs
 ``GET /ui/workers``                the registered workers
 ``GET|POST /ui/login``,            the token form (auth on)
 ``POST /ui/logout``
-``POST /ui/actions/{name}``        retry, cancel, requeue, requeue-all, purge, pause, resume
+``POST /ui/actions/{name}``        retry, cancel, requeue, requeue-all, purge, pause, resume,
+                                   limits, schedule-pause, schedule-resume
 ``GET /ui/api/...``                data for the scripts (:mod:`relay.server.dashboard.data`)
 ``GET /ui/static/...``             CSS, JS and icons shipped in the package
 =================================  ==========================================================
@@ -48,7 +51,9 @@ def _routes() -> list[BaseRoute]:
         Route("/ui", lambda request: RedirectResponse("/", status_code=308)),
         Route("/ui/jobs", pages.jobs),
         Route("/ui/jobs/{job_id:path}", pages.job_page),
+        Route("/ui/queues/{name:path}", pages.queue_page),
         Route("/ui/dlq", pages.dlq),
+        Route("/ui/schedules", pages.schedules),
         Route("/ui/workers", pages.workers),
         Route("/ui/login", login.login_form, methods=["GET"]),
         Route("/ui/login", login.login, methods=["POST"]),
@@ -57,6 +62,8 @@ def _routes() -> list[BaseRoute]:
         Route("/ui/api/events", data.events),
         Route("/ui/api/job", data.job),
         Route("/ui/api/logs", data.logs),
+        Route("/ui/api/queue", data.queue),
+        Route("/ui/api/schedules", data.schedules),
         Route("/ui/api/throughput", data.throughput),
         Route("/ui/api/workers", data.workers),
         Mount("/ui/static", StaticFiles(directory=STATIC), name="static"),

@@ -6,12 +6,16 @@ import { start as startJob } from "./job.js";
 import { start as startJobs } from "./jobs.js";
 import { startDlq, startWorkers } from "./lists.js";
 import { start as startOverview } from "./overview.js";
+import { start as startQueue } from "./queue.js";
+import { start as startSchedules } from "./schedules.js";
 import { tickAges } from "./util.js";
 
 const PAGES = {
   overview: startOverview,
   jobs: () => (document.getElementById("job") ? startJob() : startJobs()),
+  queue: startQueue,
   dlq: startDlq,
+  schedules: startSchedules,
   workers: startWorkers,
 };
 

@@ -92,6 +92,8 @@ function render(job) {
   setField("worker_id", job.worker_id || "—");
   setField("progress", job.progress === null ? "—" : `${Math.round(job.progress * 100)}%`);
   setField("result", JSON.stringify(job.result, null, 2));
+  const held = root.querySelector("[data-role=held]");
+  if (held) held.hidden = !job.held;
   const retry = root.querySelector("form[data-action=retry]");
   const cancel = root.querySelector("form[data-action=cancel]");
   if (retry) retry.hidden = !job.can_retry;

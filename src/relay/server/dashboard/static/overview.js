@@ -20,7 +20,7 @@ function jobsLink(params) {
 function newRow(name) {
   const cells = [
     el("th", { scope: "row", class: "queue-name" },
-      el("a", { href: jobsLink({ queue: name }) }, name), " ",
+      el("a", { href: `/ui/queues/${encodeURIComponent(name)}` }, name), " ",
       el("span", { class: "badge paused", "data-role": "paused", hidden: true }, "paused")),
   ];
   for (const state of STATES) {
@@ -28,6 +28,8 @@ function newRow(name) {
       el("a", { class: `count zero state-${state}`, "data-count": state, href: jobsLink({ queue: name, state }) }, "0")));
   }
   cells.push(el("td", { class: "num", "data-role": "oldest", "data-since": "" }, "—"));
+  cells.push(el("td", { class: "limits-cell", "data-role": "limits", "data-concurrency": "" },
+    el("span", { class: "muted" }, "—")));
   cells.push(el("td", { class: "spark-cell" }, el("div", { class: "spark", "data-role": "spark" })));
   cells.push(el("td", { class: "actions" }));
   const row = el("tr", { "data-queue": name, class: "fresh" }, ...cells);
@@ -48,6 +50,13 @@ function updateRow(queue) {
       void link.offsetWidth; // restart the highlight animation
       link.classList.add("changed");
     }
+  }
+  // A concurrency limit's cell says how many of its slots are in use: the running count.
+  const limits = row.querySelector("[data-role=limits]");
+  const slots = limits?.querySelector("[data-role=slots]");
+  if (slots && limits.dataset.concurrency) {
+    const running = formatCount(queue.counts.running ?? 0);
+    slots.textContent = `${running}/${formatCount(Number(limits.dataset.concurrency))} running`;
   }
   row.dataset.paused = queue.paused ? "yes" : "no";
   row.querySelector("[data-role=paused]").hidden = !queue.paused;

@@ -99,11 +99,28 @@ export function timeAgo(iso) {
   return el("time", { datetime: iso, title: formatWhen(iso), "data-age": true }, `${duration(age)} ago`);
 }
 
-// Keep every <time data-age> and [data-since] cell current, once a second.
+// "in 4m", or "due 5s ago" for a tick that came and was not enqueued yet: the server's `until`.
+export function untilText(iso) {
+  const age = iso ? ageOf(iso) : null;
+  if (age === null) return null;
+  return age < 0 ? `in ${duration(-age)}` : `due ${duration(age)} ago`;
+}
+
+export function timeUntil(iso) {
+  const text = untilText(iso);
+  if (text === null) return el("span", { class: "muted" }, "—");
+  return el("time", { datetime: iso, title: formatWhen(iso), "data-until": true }, text);
+}
+
+// Keep every <time data-age>, <time data-until> and [data-since] cell current, once a second.
 export function tickAges() {
   for (const node of document.querySelectorAll("time[data-age]")) {
     const age = ageOf(node.getAttribute("datetime"));
     if (age !== null) node.textContent = `${duration(age)} ago`;
+  }
+  for (const node of document.querySelectorAll("time[data-until]")) {
+    const text = untilText(node.getAttribute("datetime"));
+    if (text !== null) node.textContent = text;
   }
   for (const node of document.querySelectorAll("[data-since]")) {
     const age = node.dataset.since ? ageOf(node.dataset.since) : null;
