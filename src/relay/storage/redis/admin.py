@@ -12,18 +12,22 @@ from collections.abc import Sequence
 import orjson
 
 from relay.errors import InvalidTransitionError, JobNotFoundError
+from relay.storage.flow_control import Bucket, tokens_now
 from relay.storage.params import JobPage, ListParams, LogParams
 from relay.storage.redis.codec import (
     FIELDS,
     Times,
+    bucket_from_text,
     from_us,
     job_from_fields,
     jobs_from_pairs,
+    limits_from_json,
+    limits_json,
     log_line,
     worker_from_json,
 )
 from relay.storage.redis.session import Session
-from relay.types import Job, JobState, LogLine, QueueInfo, WorkerInfo
+from relay.types import NO_LIMITS, Job, JobState, LogLine, QueueInfo, QueueLimits, WorkerInfo
 
 _PURGE_CHUNK = 1000  # jobs deleted per script call
 _TEXT_CHUNK = 200  # jobs looked at per call while a text filter (applied here) skips most of them
@@ -82,8 +86,10 @@ def _mentions(job: Job, needle: str) -> bool:
 
 async def cancel_job(s: Session, job_id: str) -> Job:
     """Rule 12."""
-    reply = await s.scripts.cancel(s.now(), job_id)
-    return _one_job(reply, job_id, "cancel", 1)
+    reply = await s.scripts.cancel(s.now(), s.origin, job_id)
+    job = _one_job(reply, job_id, "cancel", 1)
+    s.wake_from(reply[2])
+    return job
 
 
 async def requeue_one(s: Session, job_id: str) -> list[Job]:
@@ -120,7 +126,9 @@ async def purge_jobs(s: Session, states: Sequence[JobState], queue: str | None) 
     wanted = [str(state) for state in dict.fromkeys(states)]
     total = 0
     while True:
-        deleted = await s.scripts.purge(s.now(), queue or "", _PURGE_CHUNK, wanted)
+        reply = await s.scripts.purge(s.now(), s.origin, queue or "", _PURGE_CHUNK, wanted)
+        deleted = int(reply[0])
+        s.wake_from(reply[1])
         total += deleted
         if deleted < _PURGE_CHUNK:
             return total
@@ -137,18 +145,36 @@ async def job_logs(s: Session, p: LogParams) -> list[LogLine]:
 
 
 async def list_queues(s: Session) -> list[QueueInfo]:
-    """Rule 16."""
-    rows = await s.scripts.queue_list()
-    infos = [
-        QueueInfo(
-            name=row[0].decode(),
-            paused=row[1] == b"1",
-            counts={state: int(n) for state, n in zip(_STATES, row[2:9], strict=True)},
-            oldest_pending_at=from_us(row[9]) if row[9] else None,
+    """Rule 16, with each queue's limits and what its queue-wide bucket holds now (full when never
+    drawn from; None without a rate)."""
+    now_us, rows = await s.scripts.queue_list(s.now())
+    now = from_us(now_us)
+    infos = []
+    for row in rows:
+        limits = limits_from_json(row[10] or None)
+        tokens = None
+        if limits.rate is not None:
+            bucket = Bucket(*bucket_from_text(row[11])) if row[11] else None
+            tokens = tokens_now(bucket, limits.rate, now)
+        infos.append(
+            QueueInfo(
+                name=row[0].decode(),
+                paused=row[1] == b"1",
+                counts={state: int(n) for state, n in zip(_STATES, row[2:9], strict=True)},
+                oldest_pending_at=from_us(row[9]) if row[9] else None,
+                limits=limits,
+                tokens=tokens,
+            )
         )
-        for row in rows
-    ]
     return sorted(infos, key=lambda info: info.name)
+
+
+async def set_limits(s: Session, name: str, limits: QueueLimits) -> None:
+    """Replace a queue's limits (``NO_LIMITS`` clears them), cutting its buckets to a smaller burst."""
+    await s.scripts.queue_limits_set(
+        s.now(), s.origin, name, "" if limits == NO_LIMITS else limits_json(limits)
+    )
+    s.wake([name])
 
 
 async def list_workers(s: Session) -> list[WorkerInfo]:

@@ -7,9 +7,12 @@ How it fits together:
 
 - Threads and loops (:mod:`.loop`): the backend owns one event loop on a daemon thread; its redis-py
   client lives there, and every public method hops onto it, whichever loop or thread calls.
-- Operations (:mod:`.writes`, :mod:`.maintenance`, :mod:`.admin`): each state change is one script
-  (``scripts/*.lua``, run through :class:`.scripts.Scripts`), so it is atomic; each worker write is
-  fenced by its lease token inside the script.
+- Operations (:mod:`.writes`, :mod:`.maintenance`, :mod:`.admin`, :mod:`.schedules`): each state
+  change is one script (``scripts/*.lua``, run through :class:`.scripts.Scripts`), so it is atomic;
+  each worker write is fenced by its lease token inside the script.
+- Flow control (rate and concurrency limits, ordering keys, unique windows) is decided inside the
+  insert and claim scripts and kept by every script that moves a job (``scripts/_lib.lua`` says how);
+  a queue without limits claims as it did before them, for one more ``HMGET``.
 - Time: the Redis server's ``TIME``, read inside each script; a clock injected for tests is passed to
   the scripts instead (:meth:`.session.Session.now`).
 - Failures (:mod:`.session`): dropped connections are retried until ``retry_deadline``, then
@@ -27,6 +30,7 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 import orjson
@@ -37,6 +41,7 @@ from relay.storage.batching import collector_paused
 from relay.storage.loop_thread import LoopThread
 from relay.storage.params import (
     Capabilities,
+    ClaimedJobs,
     ClaimParams,
     FinishItem,
     FinishResult,
@@ -52,8 +57,12 @@ from relay.storage.params import (
     PurgeParams,
     ReapResult,
     RequeueParams,
+    ScheduleDue,
+    ScheduleFire,
+    ScheduleFireResult,
+    ScheduleParams,
 )
-from relay.storage.redis import admin, maintenance, writes
+from relay.storage.redis import admin, maintenance, schedules, writes
 from relay.storage.redis.codec import (
     draft_job,
     duration_us,
@@ -68,7 +77,17 @@ from relay.storage.redis.options import parse_options, redacted
 from relay.storage.redis.scripts import Scripts
 from relay.storage.redis.session import Session, check_layout, new_client, run
 from relay.storage.redis.wakeups import Wakeups
-from relay.types import Job, JobState, LogLine, NewJob, QueueInfo, WorkerInfo, new_job_ids
+from relay.types import (
+    Job,
+    JobState,
+    LogLine,
+    NewJob,
+    QueueInfo,
+    QueueLimits,
+    Schedule,
+    WorkerInfo,
+    new_job_ids,
+)
 
 T = TypeVar("T")
 
@@ -127,7 +146,9 @@ class RedisStorage:
                 return
             client = new_client(self._options)
             scripts = Scripts(client, self._options.prefix)
-            session = Session(client, scripts, self._keys, self._options, self._clock, self._origin)
+            session = Session(
+                client, scripts, self._keys, self._options, self._clock, self._origin, self._wake_decoded
+            )
             try:
                 await run(session, lambda s: s.client.ping(), what="open")
                 self._report = await run(session, lambda s: read_report(s.client), what="open")
@@ -182,7 +203,9 @@ class RedisStorage:
                 pack_new_job(job, _job_id(job, fresh)) for job, fresh in zip(jobs, fresh_ids, strict=True)
             ]
         results = await self._insert(packed, secrets.token_hex(8))
-        self._wake(r.job.queue for r in results if r.created and r.job.state is JobState.PENDING)
+        self._wake(
+            r.job.queue for r in results if r.created and r.job.state is JobState.PENDING and not r.job.held
+        )
         return results
 
     async def _insert(self, packed: list[list[str]], batch: str) -> list[InsertResult]:
@@ -205,9 +228,9 @@ class RedisStorage:
         with collector_paused(len(packed)):
             return writes.insert_results(packed, drafts, reply)
 
-    async def job_claim(self, p: ClaimParams) -> list[Job]:
+    async def job_claim(self, p: ClaimParams) -> ClaimedJobs:
         if p.limit <= 0 or not p.queues or not p.kinds:
-            return []
+            return ClaimedJobs()
         return await self._run(lambda s: writes.claim(s, p), what="claim")
 
     async def job_heartbeat_many(self, items: Sequence[HeartbeatItem]) -> HeartbeatResult:
@@ -238,6 +261,9 @@ class RedisStorage:
         if p.limit <= 0 or not p.states:
             return 0
         return await self._run(lambda s: maintenance.prune(s, p), what="prune")
+
+    async def rate_buckets_prune(self) -> int:
+        return await self._run(maintenance.rate_buckets_prune, what="bucket pruning")
 
     async def leader_elect(self, p: LeaderParams) -> bool:
         return await self._run(lambda s: maintenance.leader_elect(s, p), what="leader election")
@@ -293,6 +319,9 @@ class RedisStorage:
     async def queue_resume(self, name: str) -> None:
         await self._run(lambda s: s.scripts.queue_set_paused(s.now(), name, False), what="resume")
 
+    async def queue_limits_set(self, name: str, limits: QueueLimits) -> None:
+        await self._run(lambda s: admin.set_limits(s, name, limits), what="limits")
+
     async def worker_heartbeat(self, info: WorkerInfo) -> None:
         info_json = worker_json(info)
         await self._run(
@@ -304,6 +333,35 @@ class RedisStorage:
 
     async def worker_remove(self, worker_id: str) -> None:
         await self._run(lambda s: s.scripts.worker_remove(s.now(), worker_id), what="worker removal")
+
+    # -- schedules ------------------------------------------------------------------------------
+
+    async def schedule_upsert(self, p: ScheduleParams) -> Schedule:
+        return await self._run(lambda s: schedules.upsert(s, p), what="schedule upsert")
+
+    async def schedule_get(self, name: str) -> Schedule | None:
+        return await self._run(lambda s: schedules.get(s, name), what="schedule get")
+
+    async def schedule_list(self) -> list[Schedule]:
+        return await self._run(schedules.list_all, what="schedule list")
+
+    async def schedule_remove(self, name: str) -> bool:
+        return await self._run(lambda s: schedules.remove(s, name), what="schedule removal")
+
+    async def schedule_set_paused(self, name: str, paused: bool, next_run_at: datetime | None) -> Schedule:
+        return await self._run(
+            lambda s: schedules.set_paused(s, name, paused, next_run_at), what="schedule pause"
+        )
+
+    async def schedule_due(self, limit: int = 100) -> ScheduleDue:
+        return await self._run(lambda s: schedules.due(s, limit), what="schedule due")
+
+    async def schedule_fire(self, p: ScheduleFire) -> ScheduleFireResult:
+        call = schedules.FireCall(p)  # packed once: a call sent again is the same call
+        result = await self._run(call.run, what="schedule fire")
+        if call.woken is not None:
+            self._wake([call.woken])
+        return result
 
     # -- wake-ups -------------------------------------------------------------------------------
 
@@ -324,6 +382,9 @@ class RedisStorage:
         session = self._session
         if session is not None:
             await self._wakeups.start(session.client)
+
+    def _wake_decoded(self, queues: Sequence[bytes | str]) -> None:
+        self._wake(q.decode() if isinstance(q, bytes) else q for q in queues)
 
     def _wake(self, queues: Iterable[str]) -> None:
         """Wake this instance's own waiters at once (other processes hear the scripts' messages)."""

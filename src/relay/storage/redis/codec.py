@@ -4,16 +4,22 @@ A job is one hash (``P:job:<id>``, layout version :data:`relay.storage.redis.key
 
 - ``doc``: what never changes after the insert, one orjson object made by :func:`job_doc` in Python and
   only read by Python: ``payload``, ``queue``, ``kind``, ``priority``, ``max_retries``, ``backoff``
-  (``[kind, base, max]``), ``lease``, and when not None or empty ``timeout``, ``idempotency_key``,
+  (``[kind, base, max]``), ``lease``, and when not None or empty ``timeout``, ``idempotency_key``
+  (as inserted: the field of that name is the truth, since a lapsed key passes to a newer job),
   ``tags``, ``metadata``, ``on_success`` / ``on_failure`` (chained jobs in their ``NewJob.to_json``
-  form). One field for what took ten: Redis pays for every field it writes and every value a script
-  reads back, and Python decodes them all in one call.
+  form), ``rate_key``, ``concurrency_key``, ``ordering_key``, ``unique_for_us`` (the unique window in
+  µs: ``unique_until`` is ``created_at`` plus it) and ``unique_while`` (only ``active``). One field
+  for what took ten: Redis pays for every field it writes and every value a script reads back, and
+  Python decodes them all in one call.
 - the fields the scripts read or change, every value a string: ``state``, ``run_at``, ``created_at``,
   ``updated_at``, ``attempt``, ``started_at``, ``finished_at``, ``lease_token``, ``lease_expires_at``,
   ``worker_id``, ``cancel_requested`` (``1``), ``progress``, ``checkpoint``, ``result``, ``errors``,
-  ``parent_id`` (these and ``doc`` are :data:`FIELDS`, what Python reads); and copies of what the
+  ``parent_id``, ``idempotency_key``, ``held`` (``1`` while held behind an earlier job of its
+  ordering key) (these and ``doc`` are :data:`FIELDS`, what Python reads); and copies of what the
   scripts need of the doc: ``queue``, ``kind``, ``score`` (-priority: the ready set's score),
-  ``max_retries``, ``lease_us`` (the lease in µs), ``idempotency_key``; plus ``seq`` (insertion order,
+  ``max_retries``, ``lease_us`` (the lease in µs), and only when set ``rate_key``,
+  ``concurrency_key``, ``ordering_key``, ``unique_until`` (µs) and ``unique_while`` (``active``);
+  plus ``seq`` (insertion order,
   16 digits with leading zeros: the form the ready set's members hold), ``on_success_spec`` /
   ``on_failure_spec`` (the chained job packed as :func:`pack_new_job` does, ready for a script to
   insert), ``batch`` (the token of the insert call that wrote it) and ``log_seq``.
@@ -26,6 +32,9 @@ strings for Redis to convert, since no field names come back).
 
 :func:`job_from_fields` is the way back to a :class:`Job`; :func:`draft_job` and :func:`stamp_job` build
 the same Job from what an insert sent, so that an insert need not read its jobs back.
+
+Queue limits (``P:limits``) are JSON too (:func:`limits_json`), token buckets ``"<tokens> <at µs>"``
+(:func:`bucket_from_text`).
 
 Errors are stored with ``at_us`` (an integer) instead of ``at`` (ISO text), so that the reaper's Lua can
 write its ``LeaseExpired`` error without formatting dates.
@@ -52,6 +61,10 @@ from relay.types import (
     JobState,
     LogLine,
     NewJob,
+    OrderingDead,
+    QueueLimits,
+    RateLimit,
+    UniqueWhile,
     WorkerInfo,
 )
 
@@ -60,6 +73,7 @@ _US = timedelta(microseconds=1)
 _STATES = {s.value.encode(): s for s in JobState}
 _KINDS = {k.value: k for k in JobKind}
 _BACKOFFS: dict[tuple[str, float, float], Backoff] = {}
+_ACTIVE, _STORED = UniqueWhile.ACTIVE, UniqueWhile.STORED
 
 #: Times already converted during one call, by their stored text: the jobs of one batch share most
 #: of theirs (created, started, updated at the same script's now), and a datetime costs a microsecond.
@@ -98,16 +112,21 @@ def encode_json(value: JSON, field: str) -> str:
 
 #: Positions in a packed job (``P_*`` in ``_lib.lua``).
 ID, IDEM, RUN_AT, DELAY, QUEUE, KIND, SCORE, MAX_RETRIES, LEASE_US, DOC, CHECKPOINT = range(11)
+#: The flow-control tail of a packed job, after the two chains: only sent when one of them is set, so
+#: that the jobs of an insert without flow control cost the script (and the JSON) nothing more.
+RATE_KEY, CONCURRENCY_KEY, ORDERING_KEY, UNIQUE_FOR_US, UNIQUE_WHILE = range(13, 18)
 
 
 def pack_new_job(spec: NewJob, job_id: str) -> list[str]:
     """``spec`` as the insert scripts read it (``P_*`` in ``_lib.lua``): id, idempotency key, run_at
     ('' = now + delay), delay µs, queue, kind, -priority (the ready set's score), max_retries, lease
     µs, :func:`job_doc`, checkpoint JSON ('' = null), then the packed on_success and on_failure jobs as
-    JSON text ('' = none). Numbers are formatted here, once, not by the script for every job.
-    ``job_id`` '' lets the script make an id (chained jobs)."""
+    JSON text ('' = none), and when any is set the flow-control tail: rate_key, concurrency_key,
+    ordering_key, unique_for µs and unique_while ('' = None, or the default). Numbers are formatted
+    here, once, not by the script for every job. ``job_id`` '' lets the script make an id (chained
+    jobs). An empty key is no key, as for the idempotency key."""
     kind = spec.kind if isinstance(spec.kind, JobKind) else JobKind(spec.kind)
-    return [
+    packed = [
         job_id,
         spec.idempotency_key or "",
         "" if spec.run_at is None else str(to_us(spec.run_at)),
@@ -122,6 +141,25 @@ def pack_new_job(spec: NewJob, job_id: str) -> list[str]:
         _packed_chain(spec.on_success),
         _packed_chain(spec.on_failure),
     ]
+    if _has_flow_control(spec):
+        packed += [
+            spec.rate_key or "",
+            spec.concurrency_key or "",
+            spec.ordering_key or "",
+            "" if spec.unique_for is None else str(duration_us(spec.unique_for)),
+            "active" if spec.unique_while is UniqueWhile.ACTIVE else "",
+        ]
+    return packed
+
+
+def _has_flow_control(spec: NewJob) -> bool:
+    return bool(
+        spec.rate_key
+        or spec.concurrency_key
+        or spec.ordering_key
+        or spec.unique_for is not None
+        or spec.unique_while is UniqueWhile.ACTIVE
+    )
 
 
 def _packed_chain(chain: NewJob | None) -> str:
@@ -154,12 +192,25 @@ def job_doc(spec: NewJob, kind: JobKind) -> str:
         doc["on_success"] = spec.on_success.to_json()
     if spec.on_failure is not None:
         doc["on_failure"] = spec.on_failure.to_json()
+    if _has_flow_control(spec):
+        _add_flow_control(doc, spec)
     try:
         return orjson.dumps(doc).decode()
     except orjson.JSONEncodeError:
         for field, value in doc.items():
             encode_json(value, field)  # raises InvalidJobError naming the field
         raise
+
+
+def _add_flow_control(doc: dict[str, Any], spec: NewJob) -> None:
+    for name in ("rate_key", "concurrency_key", "ordering_key"):
+        value = getattr(spec, name)
+        if value:
+            doc[name] = value
+    if spec.unique_for is not None:
+        doc["unique_for_us"] = duration_us(spec.unique_for)
+    if spec.unique_while is UniqueWhile.ACTIVE:
+        doc["unique_while"] = "active"
 
 
 #: The times of a draft (:func:`draft_job`) until :func:`stamp_job` sets the script's.
@@ -190,22 +241,32 @@ def draft_job(packed: list[str]) -> Job:
         run_at=from_us(packed[RUN_AT]) if packed[RUN_AT] else _UNSTAMPED,
         created_at=_UNSTAMPED,
         updated_at=_UNSTAMPED,
-        idempotency_key=d.get("idempotency_key"),
+        idempotency_key=packed[IDEM] or None,
         on_success=_chain(d.get("on_success")),
         on_failure=_chain(d.get("on_failure")),
         tags=tuple(d["tags"]) if "tags" in d else (),
         metadata=d.get("metadata") or {},
         checkpoint=orjson.loads(checkpoint) if checkpoint else None,
+        rate_key=d.get("rate_key"),
+        concurrency_key=d.get("concurrency_key"),
+        ordering_key=d.get("ordering_key"),
+        unique_while=_ACTIVE if d.get("unique_while") == "active" else _STORED,
     )
 
 
-def stamp_job(draft: Job, packed: list[str], now_us: int, now: datetime) -> None:
+def stamp_job(draft: Job, packed: list[str], now_us: int, now: datetime, held: bool = False) -> None:
     """Sets on ``draft`` (:func:`draft_job`) what the insert script chose for ``packed`` at ``now_us``
-    (``now``), as ``write_job`` in ``_lib.lua`` does. A Job is frozen, but nobody else holds a draft yet:
-    three assignments here cost a tenth of building the job again after the reply."""
+    (``now``), as ``write_job`` in ``_lib.lua`` does, and whether it found the job ``held``. A Job is
+    frozen, but nobody else holds a draft yet: three assignments here cost a tenth of building the job
+    again after the reply."""
     set_field = object.__setattr__
     set_field(draft, "created_at", now)
     set_field(draft, "updated_at", now)
+    if len(packed) > UNIQUE_FOR_US:
+        if packed[UNIQUE_FOR_US]:
+            set_field(draft, "unique_until", from_us(now_us + int(packed[UNIQUE_FOR_US])))
+        if held:
+            set_field(draft, "held", True)
     if packed[RUN_AT]:
         if int(packed[RUN_AT]) > now_us:
             set_field(draft, "state", JobState.SCHEDULED)
@@ -221,7 +282,7 @@ def stamp_job(draft: Job, packed: list[str], now_us: int, now: datetime) -> None
 FIELDS = (
     "doc", "state", "run_at", "created_at", "updated_at", "attempt", "started_at", "finished_at",
     "lease_token", "lease_expires_at", "worker_id", "cancel_requested", "progress", "checkpoint",
-    "result", "errors", "parent_id",
+    "result", "errors", "parent_id", "idempotency_key", "held",
 )  # fmt: skip
 
 Values = Sequence[bytes | None]
@@ -266,12 +327,14 @@ def job_from_fields(job_id: str, values: Values, times: Times | None = None) -> 
     ``times``: conversions to share between the jobs of one reply."""
     (doc, state, run_at, created_at, updated_at, attempt, started_at, finished_at, lease_token,
      lease_expires_at, worker_id, cancel_requested, progress, checkpoint, result, errors,
-     parent_id) = values  # fmt: skip
+     parent_id, idempotency_key, held) = values  # fmt: skip
     if doc is None or state is None or run_at is None or created_at is None or updated_at is None:
         return None
     if times is None:
         times = {}
     d = orjson.loads(doc)
+    created = _at(times, created_at)
+    unique_for = d.get("unique_for_us")
     return Job(
         id=job_id,
         queue=d["queue"],
@@ -285,9 +348,9 @@ def job_from_fields(job_id: str, values: Values, times: Times | None = None) -> 
         timeout=d.get("timeout"),
         lease=d["lease"],
         run_at=_at(times, run_at),
-        created_at=_at(times, created_at),
+        created_at=created,
         updated_at=_at(times, updated_at),
-        idempotency_key=d.get("idempotency_key"),
+        idempotency_key=_text(idempotency_key),
         on_success=_chain(d.get("on_success")),
         on_failure=_chain(d.get("on_failure")),
         tags=tuple(d["tags"]) if "tags" in d else (),
@@ -303,6 +366,12 @@ def job_from_fields(job_id: str, values: Values, times: Times | None = None) -> 
         result=None if result is None else orjson.loads(result),
         errors=_errors(errors),
         parent_id=_text(parent_id),
+        rate_key=d.get("rate_key"),
+        concurrency_key=d.get("concurrency_key"),
+        ordering_key=d.get("ordering_key"),
+        held=held == b"1",
+        unique_until=None if unique_for is None else created + timedelta(microseconds=unique_for),
+        unique_while=_ACTIVE if d.get("unique_while") == "active" else _STORED,
     )
 
 
@@ -372,3 +441,47 @@ def worker_from_json(raw: bytes) -> WorkerInfo:
         last_heartbeat_at=from_us(d["last_heartbeat_at_us"]),
         running=tuple(d["running"]),
     )
+
+
+# -- queue limits and token buckets -------------------------------------------------------------------
+
+
+def limits_json(limits: QueueLimits) -> str:
+    """``limits`` as ``P:limits`` keeps them, for the scripts (cjson) and for Python: only what is set,
+    rates as ``[tokens a second, burst]``. Floats in orjson's shortest form read back as the same
+    double in Lua and in Python, so a rate such as 10/60 round-trips exactly."""
+    doc: dict[str, Any] = {}
+    for name in ("rate", "key_rate"):
+        rate: RateLimit | None = getattr(limits, name)
+        if rate is not None:
+            doc[name] = [float(rate.rate), int(rate.burst)]
+    for name in ("concurrency", "key_concurrency"):
+        count: int | None = getattr(limits, name)
+        if count is not None:
+            doc[name] = int(count)
+    if limits.ordering_dead is OrderingDead.BLOCK:
+        doc["ordering_dead"] = "block"
+    return orjson.dumps(doc).decode()
+
+
+def limits_from_json(raw: bytes | None) -> QueueLimits:
+    if raw is None:
+        return QueueLimits()
+    d = orjson.loads(raw)
+    return QueueLimits(
+        rate=_rate_limit(d.get("rate")),
+        key_rate=_rate_limit(d.get("key_rate")),
+        concurrency=d.get("concurrency"),
+        key_concurrency=d.get("key_concurrency"),
+        ordering_dead=OrderingDead(d.get("ordering_dead", "continue")),
+    )
+
+
+def _rate_limit(value: list[Any] | None) -> RateLimit | None:
+    return None if value is None else RateLimit(rate=float(value[0]), burst=int(value[1]))
+
+
+def bucket_from_text(raw: bytes) -> tuple[float, datetime]:
+    """A stored token bucket, ``"<tokens> <at µs>"``: what it held, and when."""
+    tokens, at = raw.split()
+    return float(tokens), from_us(at)

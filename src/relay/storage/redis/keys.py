@@ -3,7 +3,8 @@
 Each key is ``<prefix>:<template>``, the prefix coming from the URL (``?prefix=``, default ``relay``).
 The templates below are ``%s`` format strings; :mod:`.scripts` renders this table into a Lua table that
 is prepended to every script, so the Lua side builds exactly the same names (``key('job', id)``). A
-free-form part (a job id, a queue name) always comes last, so no two templates can produce one key.
+free-form part (a job id, a queue name) always comes last, so no two templates can produce one key;
+a key of two free-form parts (a queue and a key of its jobs) starts with the first one's length.
 
 Layout (``P`` = the prefix; times are integer microseconds since the epoch, "seq" is the insertion
 order)::
@@ -26,6 +27,26 @@ order)::
     P:leader:<name>             hash    holder, expires_at (judged by the storage clock; the key's own
                                         TTL only collects abandoned leaderships)
     P:wake                      channel pub/sub wake-ups: a JSON array [origin, queue, queue, ...]
+
+Flow control (issue 12; a store without limits, ordering keys or schedules has none of these)::
+
+    P:limits                    hash    queue -> its QueueLimits as JSON (codec.limits_json); absent:
+                                        no limits. A claim reads its queues' entries with one HMGET
+    P:buckets:<queue>           hash    token buckets of a queue: field '' the queue-wide one, else
+                                        a rate_key's; value "<tokens %.17g> <at µs>" (tokens at that
+                                        time); no field: a full bucket
+    P:conc:<n>:<queue>:<key>    set     ids of the running jobs of (queue, concurrency_key); n is the
+                                        queue's length in bytes, so no (queue, key) reads as another
+                                        pair. Claims add, every way out of running removes (SREM)
+    P:heads:<queue>             hash    ordering key -> the key's one unheld blocking job
+    P:held:<n>:<queue>:<key>    zset    held jobs of (queue, ordering_key), score seq: the first is
+                                        released when the head stops blocking. Held jobs are in
+                                        P:idx (they count as pending or scheduled) but in no ready
+                                        or waiting set, so claims never walk them
+    P:schedule:<name>           hash    one schedule (see schedules.py)
+    P:schedules                 zset    every schedule name, score 0: listed by name
+    P:schedules-due             zset    names of the schedules not paused with a next run, score
+                                        next_run_at: what schedule_due reads
 
 Ready members sort by bytes within one score (Redis compares equal scores by member), so fixed-width
 decimal run_at then seq give priority DESC, run_at, seq in one ``ZRANGE``; run_at is clamped to
@@ -54,6 +75,14 @@ TEMPLATES: Mapping[str, str] = MappingProxyType(
         "workers": "workers",
         "leader": "leader:%s",  # leadership name
         "wake": "wake",
+        "limits": "limits",
+        "buckets": "buckets:%s",  # queue
+        "conc": "conc:%s:%s:%s",  # len(queue), queue, concurrency key
+        "heads": "heads:%s",  # queue
+        "held": "held:%s:%s:%s",  # len(queue), queue, ordering key
+        "schedule": "schedule:%s",  # schedule name
+        "schedules": "schedules",
+        "schedules_due": "schedules-due",
     }
 )
 
@@ -62,6 +91,8 @@ DEFAULT_PREFIX = "relay"
 #: The version of the layout above and of the job hash (:mod:`.codec`), stored in ``P:layout`` by the
 #: first insert; a store written with another version is refused at open. 2: the job's unchanging
 #: attributes in one ``doc`` field, no ``id`` field (Relay before that wrote no ``P:layout``).
+#: Flow control added keys and optional job fields only (a layout-2 store without them reads as one
+#: without limits, ordering keys or schedules), so it is still 2.
 LAYOUT = "2"
 
 
@@ -88,6 +119,9 @@ class Keys:
     @property
     def seq(self) -> str:
         return self._key("seq")
+
+    def schedule(self, name: str) -> str:
+        return self._key("schedule", name)
 
     @property
     def workers(self) -> str:

@@ -1,4 +1,5 @@
-"""The leader's duties on Redis: reap, promote, prune, elect (semantics.md rules 6 to 9).
+"""The leader's duties on Redis: reap, promote, prune, prune token buckets, elect (semantics.md rules 6
+to 9).
 
 Each function is one script call, run on the backend's private loop inside
 :func:`relay.storage.redis.session.run`.
@@ -19,7 +20,8 @@ _MESSAGE_JSON = orjson.dumps(LEASE_EXPIRED_MESSAGE).decode()
 
 async def reap_expired(s: Session) -> ReapResult:
     """Rule 6."""
-    requeued, dead, cancelled = await s.scripts.reap(s.now(), _MESSAGE_JSON)
+    requeued, dead, cancelled, woken = await s.scripts.reap(s.now(), s.origin, _MESSAGE_JSON)
+    s.wake_from(woken)
     return ReapResult(
         requeued=tuple(i.decode() for i in requeued),
         dead=tuple(i.decode() for i in dead),
@@ -35,7 +37,14 @@ async def promote_due(s: Session) -> int:
 async def prune(s: Session, p: PruneParams) -> int:
     """Rule 8 (the caller returned 0 for a limit below 1 or no states)."""
     states = [str(state) for state in dict.fromkeys(p.states)]
-    return await s.scripts.prune(s.now(), to_us(p.finished_before), p.limit, states)
+    deleted, woken = await s.scripts.prune(s.now(), s.origin, to_us(p.finished_before), p.limit, states)
+    s.wake_from(woken)
+    return int(deleted)
+
+
+async def rate_buckets_prune(s: Session) -> int:
+    """Token buckets full again, or whose limit is gone."""
+    return await s.scripts.buckets_prune(s.now())
 
 
 async def leader_elect(s: Session, p: LeaderParams) -> bool:

@@ -2,8 +2,9 @@
 
 Each operation is one ``scripts/<name>.lua`` file. At import every file is prefixed with the key
 templates of :mod:`.keys` (as a Lua table), the job fields Python reads (``codec.FIELDS``, as the Lua
-list ``READ``) and ``scripts/_lib.lua``, the helpers all scripts share, so that each script sent to
-Redis is self-contained. :class:`Scripts` registers them on a client (redis-py
+list ``READ``), the layout version (``keys.LAYOUT``) and ``scripts/_lib.lua``, the helpers all scripts
+share (``insert_jobs`` among them: the insert and the schedule's fire run the same code), so that
+each script sent to Redis is self-contained. :class:`Scripts` registers them on a client (redis-py
 sends ``EVALSHA`` and loads a script again when the server lost it, after a restart) and offers one
 typed method per operation: arguments in, the raw reply out, decoded by the caller.
 
@@ -30,7 +31,9 @@ _DIR = resources.files("relay.storage.redis") / "scripts"
 NAMES = (
     "insert_many", "claim", "heartbeat", "finish", "log_append", "reap", "promote", "prune",
     "leader_elect", "leader_resign", "cancel", "requeue", "purge", "queue_set_paused",
-    "worker_heartbeat", "worker_remove", "job_list", "queue_list", "logs_read",
+    "queue_limits_set", "buckets_prune", "worker_heartbeat", "worker_remove", "job_list", "queue_list",
+    "logs_read", "schedule_upsert", "schedule_set_paused", "schedule_remove", "schedule_list",
+    "schedule_fire",
 )  # fmt: skip
 
 
@@ -39,7 +42,9 @@ def _read(name: str) -> str:
 
 
 _READ = "{" + ", ".join(f"'{name}'" for name in FIELDS) + "}"
-_PRELUDE = f"local TEMPLATES = {lua_table()}\nlocal READ = {_READ}\n{_read('_lib')}\n"
+_PRELUDE = (
+    f"local TEMPLATES = {lua_table()}\nlocal READ = {_READ}\nlocal LAYOUT = '{LAYOUT}'\n{_read('_lib')}\n"
+)
 SOURCES: Mapping[str, str] = MappingProxyType({name: _PRELUDE + _read(name) for name in NAMES})
 
 Arg = str | int | bytes
@@ -76,7 +81,7 @@ class Scripts:
 
     async def insert_many(self, now: str, origin: str, batch: str, body: bytes) -> list[Any]:
         """``body``: the packed jobs as one JSON array (``orjson.dumps``)."""
-        reply: list[Any] = await self._run("insert_many", now, [origin, batch, LAYOUT, body])
+        reply: list[Any] = await self._run("insert_many", now, [origin, batch, body])
         return reply
 
     async def claim(
@@ -87,9 +92,10 @@ class Scripts:
         token_base: str,
         queues: Sequence[str],
         kinds: Sequence[str],
-    ) -> list[list[bytes]]:
+    ) -> list[Any]:
+        """``[retry_after, id, values, id, values, ...]`` (see claim.lua)."""
         args: list[Arg] = [worker_id, limit, token_base, *counted(queues), *counted(kinds)]
-        reply: list[list[bytes]] = await self._run("claim", now, args)
+        reply: list[Any] = await self._run("claim", now, args)
         return reply
 
     async def heartbeat(self, now: str, items: Sequence[tuple[str, str, str, str, str]]) -> list[int]:
@@ -98,9 +104,10 @@ class Scripts:
         )
         return reply
 
-    async def finish(self, now: str, items: Sequence[Sequence[str]]) -> list[bytes]:
-        reply: list[bytes] = await self._run(
-            "finish", now, [len(items), *(a for item in items for a in item)]
+    async def finish(self, now: str, origin: str, items: Sequence[Sequence[str]]) -> list[Any]:
+        """``[states, queues woken]``."""
+        reply: list[Any] = await self._run(
+            "finish", now, [origin, len(items), *(a for item in items for a in item)]
         )
         return reply
 
@@ -109,15 +116,23 @@ class Scripts:
 
     # -- maintenance --------------------------------------------------------------------------
 
-    async def reap(self, now: str, message_json: str) -> list[list[bytes]]:
-        reply: list[list[bytes]] = await self._run("reap", now, [message_json])
+    async def reap(self, now: str, origin: str, message_json: str) -> list[list[bytes]]:
+        """``[requeued, dead, cancelled, queues woken]``."""
+        reply: list[list[bytes]] = await self._run("reap", now, [origin, message_json])
         return reply
 
     async def promote(self, now: str) -> int:
         return int(await self._run("promote", now, []))
 
-    async def prune(self, now: str, before_us: int, limit: int, states: Sequence[str]) -> int:
-        return int(await self._run("prune", now, [before_us, limit, *counted(states)]))
+    async def prune(
+        self, now: str, origin: str, before_us: int, limit: int, states: Sequence[str]
+    ) -> list[Any]:
+        """``[deleted, queues woken]``."""
+        reply: list[Any] = await self._run("prune", now, [origin, before_us, limit, *counted(states)])
+        return reply
+
+    async def buckets_prune(self, now: str) -> int:
+        return int(await self._run("buckets_prune", now, []))
 
     async def leader_elect(self, now: str, name: str, holder: str, ttl_us: int) -> bool:
         return int(await self._run("leader_elect", now, [name, holder, ttl_us])) == 1
@@ -127,19 +142,25 @@ class Scripts:
 
     # -- operators ----------------------------------------------------------------------------
 
-    async def cancel(self, now: str, job_id: str) -> list[Any]:
-        reply: list[Any] = await self._run("cancel", now, [job_id])
+    async def cancel(self, now: str, origin: str, job_id: str) -> list[Any]:
+        reply: list[Any] = await self._run("cancel", now, [origin, job_id])
         return reply
 
     async def requeue(self, now: str, job_id: str, queue: str, states: Sequence[str]) -> list[Any]:
         reply: list[Any] = await self._run("requeue", now, [job_id, queue, *counted(states)])
         return reply
 
-    async def purge(self, now: str, queue: str, chunk: int, states: Sequence[str]) -> int:
-        return int(await self._run("purge", now, [queue, chunk, *counted(states)]))
+    async def purge(self, now: str, origin: str, queue: str, chunk: int, states: Sequence[str]) -> list[Any]:
+        """``[deleted, queues woken]``."""
+        reply: list[Any] = await self._run("purge", now, [origin, queue, chunk, *counted(states)])
+        return reply
 
     async def queue_set_paused(self, now: str, name: str, paused: bool) -> None:
         await self._run("queue_set_paused", now, [name, "1" if paused else "0"])
+
+    async def queue_limits_set(self, now: str, origin: str, name: str, limits_json: str) -> None:
+        """``limits_json``: ``codec.limits_json``, or '' for no limits."""
+        await self._run("queue_limits_set", now, [origin, name, limits_json])
 
     async def worker_heartbeat(self, now: str, worker_id: str, info_json: str) -> None:
         await self._run("worker_heartbeat", now, [worker_id, info_json])
@@ -161,10 +182,49 @@ class Scripts:
         reply: list[Any] = await self._run("job_list", "", args)
         return reply
 
-    async def queue_list(self) -> list[list[Any]]:
-        reply: list[list[Any]] = await self._run("queue_list", "", [])
+    async def queue_list(self, now: str) -> list[Any]:
+        """``[now, rows]`` (see queue_list.lua)."""
+        reply: list[Any] = await self._run("queue_list", now, [])
         return reply
 
     async def logs_read(self, job_id: str, after_seq: int, attempt: str, limit: int) -> list[bytes]:
         reply: list[bytes] = await self._run("logs_read", "", [job_id, after_seq, attempt, limit])
+        return reply
+
+    # -- schedules ----------------------------------------------------------------------------
+
+    async def schedule_upsert(
+        self, now: str, name: str, spec: str, timezone: str, job_json: str, catch_up: str, next_run: str
+    ) -> list[bytes]:
+        reply: list[bytes] = await self._run(
+            "schedule_upsert", now, [name, spec, timezone, job_json, catch_up, next_run]
+        )
+        return reply
+
+    async def schedule_set_paused(self, now: str, name: str, paused: bool, next_run: str) -> list[Any]:
+        reply: list[Any] = await self._run(
+            "schedule_set_paused", now, [name, "1" if paused else "0", next_run]
+        )
+        return reply
+
+    async def schedule_remove(self, now: str, name: str) -> bool:
+        return int(await self._run("schedule_remove", now, [name])) == 1
+
+    async def schedule_list(self, now: str, due_limit: int | None) -> list[Any]:
+        """Every schedule (``due_limit`` None), or the due ones: ``[now, name, record, ...]``."""
+        reply: list[Any] = await self._run("schedule_list", now, ["" if due_limit is None else due_limit])
+        return reply
+
+    async def schedule_fire(
+        self,
+        now: str,
+        name: str,
+        times: tuple[str, str, str],
+        token: str,
+        origin: str,
+        body: bytes | str,
+    ) -> list[Any]:
+        """``times``: expected next run, tick and new next run ('' = none), in µs; ``body``: the
+        tick's packed job as a one-job JSON array, or ''."""
+        reply: list[Any] = await self._run("schedule_fire", now, [name, *times, token, origin, body])
         return reply

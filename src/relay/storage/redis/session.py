@@ -25,8 +25,8 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from redis.asyncio import Redis
@@ -66,6 +66,14 @@ class Session:
     options: RedisOptions
     clock: Clock | None  # a test clock injected into the backend; None: the Redis server's TIME
     origin: str  # this storage instance, in wake-up messages
+    # Wakes this instance's own waiters on these queues (a script's message names its origin, and
+    # this instance skips it: its subscription may not even be confirmed yet).
+    wake: Callable[[Sequence[bytes | str]], None] = field(default=lambda queues: None)
+
+    def wake_from(self, queues: Sequence[bytes]) -> None:
+        """The queues a script woke (see ``publish`` in ``_lib.lua``), for this instance's waiters."""
+        if queues:
+            self.wake(queues)
 
     def now(self) -> str:
         """The ``ARGV[1]`` of every script: the injected clock's time in µs, or '' for the server's."""

@@ -1,15 +1,17 @@
 """Wake-ups across processes: Redis pub/sub into this process's :class:`LocalNotifier`.
 
-Scripts that make jobs claimable (insert, a release, a reap, a promotion, a requeue, a resume) publish
-one message per call on ``P:wake``: a JSON array ``[origin, queue, ...]``. One listener task per storage
-instance, on the backend's private loop, subscribes (started by the first ``wait_for_jobs``, so a
-producer never holds a subscription) and hands each message to the instance's :class:`LocalNotifier`,
-which wakes the waiters on whatever loop they wait.
+Scripts that make jobs claimable (insert, a release, a reap, a promotion, a requeue, a resume, a held
+job released behind its ordering key, a slot freed in a queue with a concurrency limit, new limits, a
+schedule's tick) publish one message per call on ``P:wake``: a JSON array ``[origin, queue, ...]``.
+One listener task per storage instance, on the backend's private loop, subscribes (started by the
+first ``wait_for_jobs``, so a producer never holds a subscription) and hands each message to the
+instance's :class:`LocalNotifier`, which wakes the waiters on whatever loop they wait.
 
-An instance wakes its own waiters at once after its inserts (they may wait before the subscription is
-confirmed) and skips the echo of its own insert messages (``origin``). Everything here is a hint:
-workers poll anyway. When the connection drops, the listener reconnects with a backoff and then wakes
-every queue it was watching, since messages published meanwhile were lost.
+An instance wakes its own waiters at once after its inserts, finishes, reaps, cancels, purges, prunes,
+limit changes and schedule fires (they may wait before the subscription is confirmed: those scripts
+return the queues they woke) and skips the echo of those messages (``origin``). Everything here is a
+hint: workers poll anyway. When the connection drops, the listener reconnects with a backoff and then
+wakes every queue it was watching, since messages published meanwhile were lost.
 """
 
 from __future__ import annotations
@@ -99,7 +101,7 @@ class Wakeups:
                     self._deliver(message["data"])
         finally:
             with contextlib.suppress(RedisError, OSError):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py
+                await pubsub.aclose()
 
     def _on_subscribed(self) -> None:
         if self._subscribed_once:

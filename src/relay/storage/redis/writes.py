@@ -14,6 +14,7 @@ from typing import Any
 
 from relay.errors import DuplicateJobError
 from relay.storage.params import (
+    ClaimedJobs,
     ClaimParams,
     FinishResult,
     HeartbeatItem,
@@ -43,19 +44,20 @@ def insert_results(
     packed: Sequence[list[str]], drafts: Sequence[Job], reply: list[Any]
 ) -> list[InsertResult]:
     """The results of an insert: the script returns only the jobs it did not write now (an
-    idempotency key already used, a retried call); the others are their drafts
-    (``codec.draft_job``), stamped with the script's time."""
+    idempotency key already used, a retried call) and the positions of those it wrote held; the
+    others are their drafts (``codec.draft_job``), stamped with the script's time."""
     if reply[0] == b"dup":
         raise DuplicateJobError(reply[1].decode())
     now_us = int(reply[1])
     now = from_us(now_us)
     times: Times = {}
     known = {int(position) - 1: (created, job_id, values) for position, created, job_id, values in reply[2]}
+    held = {int(position) - 1 for position in reply[3]}
     results = []
     for n, (row, draft) in enumerate(zip(packed, drafts, strict=True)):
         found = known.get(n)
         if found is None:
-            stamp_job(draft, row, now_us, now)
+            stamp_job(draft, row, now_us, now, n in held)
             results.append(InsertResult(draft, created=True))
             continue
         created, job_id, values = found
@@ -65,13 +67,15 @@ def insert_results(
     return results
 
 
-async def claim(s: Session, p: ClaimParams) -> list[Job]:
-    """Rule 2: one call; the lease tokens are a fresh random base plus each job's position."""
+async def claim(s: Session, p: ClaimParams) -> ClaimedJobs:
+    """Rule 2: one call; the lease tokens are a fresh random base plus each job's position. The reply
+    starts with ``retry_after`` ('' when no token bucket held a job back)."""
     token_base = secrets.token_hex(12)
     queues = list(dict.fromkeys(p.queues))
     kinds = [str(kind) for kind in dict.fromkeys(p.kinds)]
     reply = await s.scripts.claim(s.now(), p.worker_id, p.limit, token_base, queues, kinds)
-    return jobs_from_pairs(reply)
+    retry_after = float(reply[0]) if reply[0] else None
+    return ClaimedJobs(jobs_from_pairs(reply, 1), retry_after)
 
 
 def heartbeat_args(item: HeartbeatItem) -> tuple[str, str, str, str, str]:
@@ -97,7 +101,8 @@ async def heartbeat(s: Session, items: Sequence[tuple[str, str, str, str, str]])
 
 async def finish(s: Session, items: Sequence[FinishArgs]) -> list[FinishResult]:
     """Rule 4: the whole batch in one call; '' from the script means the lease was lost."""
-    states = await s.scripts.finish(s.now(), items)
+    states, woken = await s.scripts.finish(s.now(), s.origin, items)
+    s.wake_from(woken)
     return [
         FinishResult(item[0], JobState(state.decode()) if state else None)
         for item, state in zip(items, states, strict=True)

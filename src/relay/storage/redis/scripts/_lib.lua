@@ -2,8 +2,8 @@
 --
 -- relay.storage.redis.scripts prepends `local TEMPLATES = {...}` (the key templates of
 -- relay/storage/redis/keys.py, the one place key names are defined), `local READ = {...}` (the job
--- fields Python reads, relay.storage.redis.codec.FIELDS) and then this file to each operation's .lua
--- file, so every script is self-contained on the server.
+-- fields Python reads, relay.storage.redis.codec.FIELDS), `local LAYOUT = '...'` (keys.LAYOUT) and
+-- then this file to each operation's .lua file, so every script is self-contained on the server.
 --
 -- Conventions shared by every script:
 --   KEYS[1]  the key prefix of the store (URL ?prefix=, default "relay"); every key is built from it
@@ -21,8 +21,17 @@
 -- The job hash (P:job:<id>, see relay.storage.redis.codec): `doc` holds what never changes, encoded
 -- by Python and only read by Python; the fields the scripts read or change are fields of their own
 -- (with copies of the few parts of the doc they need: queue, kind, score (-priority), max_retries,
--- lease_us, idempotency_key). Absent means: `attempt` 0, `errors` [], `checkpoint` null, anything
+-- lease_us, idempotency_key, and when set rate_key, concurrency_key, ordering_key, unique_until,
+-- unique_while). Absent means: `attempt` 0, `errors` [], `checkpoint` null, `held` false, anything
 -- else None. Scripts return a job as its id and read_job(): the READ fields, values only.
+--
+-- Flow control (issue 12) keeps three rules here, so that no script can forget one:
+--   * concurrency: P:conc:<n>:<queue>:<key> holds the running jobs of a concurrency key; claim adds
+--     them, unindex() of a running job removes it (every way out of running unindexes the job);
+--   * ordering keys: P:heads:<queue> names each key's one unheld blocking job (its head); a job that
+--     joins a key with a head is held (in P:held:..., not in a ready or waiting set). When the head
+--     ends (finish_final, delete_job) the held job with the smallest seq becomes the head;
+--   * unique windows: key_holder() says whether an idempotency key still keeps new jobs out.
 
 local PREFIX = KEYS[1]
 
@@ -63,6 +72,15 @@ end
 
 local RUNNING_KEY, IDEM_KEY = key('running'), key('idem')
 
+-- Keys of a pair (queue, a key of its jobs): the queue's length first, so no two pairs share a name.
+local function conc_key(queue, ckey)
+  return key('conc', #queue, queue, ckey)
+end
+
+local function held_key(queue, okey)
+  return key('held', #queue, queue, okey)
+end
+
 local function fmt(n)
   return string.format('%.0f', n)
 end
@@ -81,6 +99,7 @@ local NOW_S = fmt(NOW)
 local STATES = {'pending', 'scheduled', 'running', 'completed', 'failed', 'dead', 'cancelled'}
 local KINDS = {'task', 'shell', 'external'}
 local WAITING = {scheduled = true, failed = true}
+local FINAL = {completed = true, dead = true, cancelled = true}
 local MAX_MEMBER_TIME = 9999999999999999
 -- Members per ZADD / ZREM of a batch: Lua's unpack() is limited by its C stack (8,000 values).
 local BATCH_CHUNK = 1000
@@ -90,7 +109,8 @@ local BATCH_CHUNK = 1000
 local function load(id)
   local v = redis.call('HMGET', job_key(id), 'state', 'queue', 'kind', 'score', 'run_at', 'seq',
     'lease_expires_at', 'finished_at', 'lease_token', 'attempt', 'max_retries', 'lease_us',
-    'cancel_requested', 'idempotency_key', 'on_success_spec', 'on_failure_spec')
+    'cancel_requested', 'idempotency_key', 'on_success_spec', 'on_failure_spec', 'concurrency_key',
+    'ordering_key', 'held')
   if not v[1] then
     return nil
   end
@@ -100,8 +120,54 @@ local function load(id)
     finished_at = v[8] and tonumber(v[8]),
     lease_token = v[9], attempt = tonumber(v[10] or '0'), max_retries = tonumber(v[11]),
     lease_us = tonumber(v[12]), cancel_requested = v[13] == '1', idempotency_key = v[14],
-    on_success_spec = v[15], on_failure_spec = v[16],
+    on_success_spec = v[15], on_failure_spec = v[16], concurrency_key = v[17] or nil,
+    ordering_key = v[18] or nil, held = v[19] == '1',
   }
+end
+
+-- A queue's limits (P:limits, relay.storage.redis.codec.limits_json) as a table, or false; read
+-- once per script call.
+local LIMITS_CACHE = {}
+local function queue_limits(queue)
+  local limits = LIMITS_CACHE[queue]
+  if limits == nil then
+    local raw = redis.call('HGET', key('limits'), queue)
+    limits = raw and cjson.decode(raw) or false
+    LIMITS_CACHE[queue] = limits
+  end
+  return limits
+end
+
+-- Token buckets (P:buckets:<queue>): what a stored bucket ("<tokens> <at µs>"; nil: never stored, or
+-- pruned: full) holds now under `rate` ({tokens a second, burst}), by the same double arithmetic as
+-- relay.storage.flow_control.tokens_now; and the text that stores `tokens` at now (%.17g: exact).
+local function bucket_tokens(raw, rate)
+  if not raw then
+    return rate[2]
+  end
+  local tokens, at = string.match(raw, '^(%S+) (%S+)$')
+  local elapsed = math.max(0, (NOW - tonumber(at)) / 1000000)
+  return math.min(rate[2], tonumber(tokens) + elapsed * rate[1])
+end
+
+local function bucket_text(tokens)
+  return string.format('%.17g', tokens) .. ' ' .. NOW_S
+end
+
+-- The limit of bucket `field` of a queue with `limits`: '' is the queue's own, any other a rate key's.
+local function bucket_limit(limits, field)
+  if field == '' then
+    return limits.rate
+  end
+  return limits.key_rate
+end
+
+-- A job left running in `queue`: with a concurrency limit, its slot is someone else's now.
+local function slot_freed(queue, woken)
+  local limits = queue_limits(queue)
+  if limits and (limits.concurrency or limits.key_concurrency) then
+    woken[queue] = true
+  end
 end
 
 -- What Python reads of job `id` (READ, the list relay.storage.redis.codec.FIELDS), for a reply.
@@ -207,18 +273,90 @@ local function placement(j)
   return key1('finished', j.state), fmt(j.finished_at), j.id
 end
 
--- j.seq_s: the seq as stored, when the caller has it already.
+-- j.seq_s: the seq as stored, when the caller has it already. A held job waits in its key's held
+-- set instead of a ready or waiting set; that set is written at once, never batched (a release reads
+-- it in the same script).
 local function index(j)
-  zadd(key2('idx', j.state, j.queue), j.seq_s or seq_text(j.seq), j.id)
+  local seq_s = j.seq_s or seq_text(j.seq)
+  zadd(key2('idx', j.state, j.queue), seq_s, j.id)
+  if j.held then
+    redis.call('ZADD', held_key(j.queue, j.ordering_key), seq_s, j.id)
+    return
+  end
   local k, score, member = placement(j)
   zadd(k, score, member)
 end
 
--- Call before changing any field placement() reads (state, run_at, lease, finished_at).
+-- Call before changing any field placement() reads (state, run_at, lease, finished_at, held). A
+-- running job leaves its concurrency key's set here: whatever takes it out of running, the slot is
+-- given back (SREM: twice is harmless).
 local function unindex(j)
   zrem(key2('idx', j.state, j.queue), j.id)
+  if j.held then
+    redis.call('ZREM', held_key(j.queue, j.ordering_key), j.id)
+    return
+  end
   local k, _, member = placement(j)
   zrem(k, member)
+  if j.state == 'running' and j.concurrency_key then
+    redis.call('SREM', conc_key(j.queue, j.concurrency_key), j.id)
+  end
+end
+
+-- Ordering keys. join_line: whether job `id` with ordering key `okey` must be held (the key has
+-- another unheld blocking job, its head); if the key has no head, `id` becomes it.
+local function join_line(queue, okey, id)
+  local heads = key1('heads', queue)
+  local head = redis.call('HGET', heads, okey)
+  if head and head ~= id then
+    return true
+  end
+  if not head then
+    redis.call('HSET', heads, okey, id)
+  end
+  return false
+end
+
+-- The head of (queue, okey) stopped blocking: the held job inserted first (smallest seq) becomes
+-- the head, unheld, in its ready or waiting set (a scheduled job due meanwhile is promoted by the
+-- next claim, like any other), and its queue is woken. No held job left: the key has no head.
+local function release_next(queue, okey, woken)
+  local heads, held = key1('heads', queue), held_key(queue, okey)
+  while true do
+    local first = redis.call('ZRANGE', held, 0, 0)[1]
+    if not first then
+      redis.call('HDEL', heads, okey)
+      return
+    end
+    redis.call('ZREM', held, first)
+    local k = job_key(first)
+    if redis.call('EXISTS', k) == 1 then -- else an entry without its job: dropped, and the next one
+      redis.call('HSET', heads, okey, first)
+      redis.call('HDEL', k, 'held')
+      local next_k, score, member = placement(load(first))
+      zadd(next_k, score, member)
+      woken[queue] = true
+      return
+    end
+  end
+end
+
+-- Whether a dead job keeps its key's later jobs waiting (the queue's ordering_dead, when it died).
+local function dead_blocks(queue)
+  local limits = queue_limits(queue)
+  return limits and limits.ordering_dead == 'block'
+end
+
+-- Job j (stored in its new, final state) no longer blocks its key: if it was the head, the next
+-- held job goes on. A dead job under ordering_dead=block stays the head until it is requeued and
+-- ends, or is deleted.
+local function leave_line(j, woken)
+  if not j.ordering_key or (j.state == 'dead' and dead_blocks(j.queue)) then
+    return
+  end
+  if redis.call('HGET', key1('heads', j.queue), j.ordering_key) == j.id then
+    release_next(j.queue, j.ordering_key, woken)
+  end
 end
 
 -- Writes j's state (with updated_at = now) and the fields placement() reads, plus `extra` (a flat
@@ -274,14 +412,43 @@ end
 -- the ready set's score, -priority, formatted by the caller.
 local P_ID, P_IDEM, P_RUN_AT, P_DELAY, P_QUEUE, P_KIND, P_SCORE = 1, 2, 3, 4, 5, 6, 7
 local P_MAX_RETRIES, P_LEASE_US, P_DOC, P_CHECKPOINT, P_ON_SUCCESS, P_ON_FAILURE = 8, 9, 10, 11, 12, 13
+-- The flow-control tail, present only when one of them is set ('' = None, or the default).
+local P_RATE_KEY, P_CONCURRENCY_KEY, P_ORDERING_KEY, P_UNIQUE_FOR, P_UNIQUE_WHILE = 14, 15, 16, 17, 18
 -- Stored only when not '' (absent means None, or null for the checkpoint).
 local OPTIONAL_FIELDS = {{'idempotency_key', P_IDEM}, {'checkpoint', P_CHECKPOINT},
   {'on_success_spec', P_ON_SUCCESS}, {'on_failure_spec', P_ON_FAILURE}}
+local FLOW_FIELDS = {{'rate_key', P_RATE_KEY}, {'concurrency_key', P_CONCURRENCY_KEY},
+  {'ordering_key', P_ORDERING_KEY}, {'unique_while', P_UNIQUE_WHILE}}
+
+-- The flow-control fields of the packed job `p` (with its tail), written to hash `k`; the job joins
+-- its ordering key's line. Returns whether it is held.
+local function write_flow_fields(p, k, id, queue)
+  local args, n = {k}, 1
+  for _, f in ipairs(FLOW_FIELDS) do
+    local value = p[f[2]]
+    if value ~= '' then
+      args[n + 1], args[n + 2], n = f[1], value, n + 2
+    end
+  end
+  if p[P_UNIQUE_FOR] ~= '' then
+    args[n + 1], args[n + 2], n = 'unique_until', fmt(NOW + tonumber(p[P_UNIQUE_FOR])), n + 2
+  end
+  local okey = p[P_ORDERING_KEY]
+  local held = okey ~= '' and join_line(queue, okey, id)
+  if held then
+    args[n + 1], args[n + 2], n = 'held', '1', n + 2
+  end
+  if n > 1 then
+    redis.call('HSET', unpack(args))
+  end
+  return held
+end
 
 -- Writes the packed job `p` as job `id` (hash key `k`) with `seq` (its id free and its idempotency
 -- key unused: the caller checked), in one HSET, and indexes it (batched or not, as the script chose).
 -- `origin_field` is 'batch' (an insert: the call's token) or 'parent_id' (a chained job). The
--- caller adds the idempotency key to P:idem and the queue to P:queues. Returns the job's state.
+-- caller adds the idempotency key to P:idem and the queue to P:queues. Returns the job's state, and
+-- whether it is held behind an earlier job of its ordering key.
 -- The hot path of every insert: no table and as few formatted numbers as can be.
 local function write_job(p, k, id, seq, origin_field, origin)
   local run_at, run_at_s = nil, p[P_RUN_AT]
@@ -308,26 +475,47 @@ local function write_job(p, k, id, seq, origin_field, origin)
     end
     redis.call('HSET', k, unpack(extra))
   end
+  local held = p[P_ORDERING_KEY] ~= nil and write_flow_fields(p, k, id, queue)
   zadd(key2('idx', state, queue), seq_s, id)
-  if state == 'pending' then
+  if held then
+    redis.call('ZADD', held_key(queue, p[P_ORDERING_KEY]), seq_s, id)
+  elseif state == 'pending' then
     local run_at_member = run_at == NOW and NOW_MEMBER or member_time(run_at)
     zadd(key2('ready', kind, queue), p[P_SCORE], run_at_member .. seq_s .. id)
   else
     zadd(key2('waiting', kind, queue), run_at_s, id)
   end
-  return state
+  return state, held
+end
+
+-- Unique windows: the job that has idempotency key `idem` (nil if none), whether that job still
+-- holds it (relay.storage.base: its window, if any, has not ended, and unless it asked to hold the
+-- key only while active, it is stored; else it is not final yet), and the token of its insert call.
+local function key_holder(idem)
+  local id = redis.call('HGET', IDEM_KEY, idem)
+  if not id then
+    return nil
+  end
+  local v = redis.call('HMGET', job_key(id), 'state', 'unique_until', 'unique_while', 'batch')
+  local holds = v[1] and (not v[2] or tonumber(v[2]) > NOW) and (v[3] ~= 'active' or not FINAL[v[1]])
+  return id, holds and true or false, v[4]
 end
 
 -- Inserts a parent's on_success / on_failure job (spec_json: the packed job as a JSON array). A
--- chain whose idempotency key or id is taken counts as enqueued already, as on every backend.
+-- chain whose idempotency key is held or whose id is taken counts as enqueued already, as on every
+-- backend; a key that lapsed passes to the chained job.
 local function insert_chain(spec_json, parent_id, woken)
   if not spec_json then
     return
   end
   local p = cjson.decode(spec_json)
-  local idem = p[P_IDEM]
-  if idem ~= '' and redis.call('HEXISTS', IDEM_KEY, idem) == 1 then
-    return
+  local idem, lapsed = p[P_IDEM], nil
+  if idem ~= '' then
+    local holder, holds = key_holder(idem)
+    if holds then
+      return
+    end
+    lapsed = holder
   end
   if p[P_ID] ~= '' and redis.call('EXISTS', job_key(p[P_ID])) == 1 then
     return
@@ -335,20 +523,30 @@ local function insert_chain(spec_json, parent_id, woken)
   local seq = redis.call('INCR', key('seq'))
   local id = p[P_ID] ~= '' and p[P_ID] or new_id(seq)
   if idem ~= '' then
+    if lapsed then
+      redis.call('HDEL', job_key(lapsed), 'idempotency_key')
+    end
     redis.call('HSET', IDEM_KEY, idem, id)
   end
   redis.call('HSETNX', key('queues'), p[P_QUEUE], '0')
-  if write_job(p, job_key(id), id, seq, 'parent_id', parent_id) == 'pending' then
+  local state, held = write_job(p, job_key(id), id, seq, 'parent_id', parent_id)
+  if state == 'pending' and not held then
     woken[p[P_QUEUE]] = true
   end
 end
 
--- Ends a running (or waiting) job in a final state at now, writing `extra` (as store() does) and
--- enqueueing the job of `chain_field` ('on_success_spec' / 'on_failure_spec'), if any.
+-- Ends a running (or waiting) job in a final state at now, writing `extra` (as store() does), lets
+-- its ordering key go on, then enqueues the job of `chain_field` ('on_success_spec' /
+-- 'on_failure_spec'), if any. A held job (cancelled) simply stops being held.
 local function finish_final(j, state, chain_field, woken, extra)
   j.state = state
   j.finished_at = NOW
+  if j.held then
+    redis.call('HDEL', job_key(j.id), 'held')
+    j.held = false
+  end
   store(j, extra)
+  leave_line(j, woken)
   if chain_field then
     insert_chain(j[chain_field], j.id, woken)
   end
@@ -366,23 +564,33 @@ local function promote_due(kind, queue)
   return #ids
 end
 
-local function delete_job(j)
+-- Deletes job j with its logs; the head of an ordering key lets the key go on, whatever its state.
+local function delete_job(j, woken)
   unindex(j)
   redis.call('DEL', job_key(j.id), key('logs', j.id))
   if j.idempotency_key and redis.call('HGET', IDEM_KEY, j.idempotency_key) == j.id then
     redis.call('HDEL', IDEM_KEY, j.idempotency_key)
   end
+  local okey = j.ordering_key
+  if okey and not j.held and redis.call('HGET', key1('heads', j.queue), okey) == j.id then
+    release_next(j.queue, okey, woken)
+  end
 end
 
 -- Wakes workers of `woken` (a set of queue names) in every process: a JSON array [origin, queues...].
+-- Returns the queues as a list: a script that gets an origin returns them too, and the calling
+-- instance wakes its own waiters at once (they may wait before its subscription is confirmed), as
+-- after an insert, and skips the echo.
 local function publish(woken, origin)
-  local message = {origin or ''}
+  local message, queues = {origin or ''}, {}
   for queue in pairs(woken) do
     message[#message + 1] = queue
+    queues[#queues + 1] = queue
   end
-  if #message > 1 then
+  if #queues > 0 then
     redis.call('PUBLISH', key('wake'), cjson.encode(message))
   end
+  return queues
 end
 
 -- Reads a count-prefixed list from ARGV at i: returns the list and the next i.
@@ -393,4 +601,135 @@ local function argv_list(i)
     out[#out + 1] = ARGV[x]
   end
   return out, i + n + 1
+end
+
+-- job_insert_many's work (insert_many.lua, and schedule_fire.lua for a tick's job): inserts the packed
+-- jobs `jobs` (a list, their ids chosen by the caller) all or nothing, for the call with token `batch`.
+-- Returns the reply and the set of queues to wake. The reply is {'dup', id} when a client-chosen id
+-- is taken (nothing written), else {'ok', now, known, held}: `known` lists the jobs this call did not
+-- write now, each {position in the batch (from 1), created 0/1, id, read_job()}; `held` the
+-- positions of the jobs written held (behind an earlier job of their ordering key). Every other job
+-- was written as sent, at `now`.
+--
+-- An idempotency key already used returns that job, while it holds the key (key_holder); a key that
+-- lapsed passes to the new job, and the old job's idempotency_key goes (all or nothing with the rest
+-- of the batch: nothing changes before every check passed). A batch token that matches the stored
+-- job's is a first try of this very call whose reply was lost: its jobs are returned as created.
+--
+-- Cost: one EXISTS and one or two HSETs per job; the sorted sets (the index, the ready or waiting
+-- set), P:idem, P:seq and P:queues get one command per key for the whole batch.
+local function insert_jobs(jobs, batch)
+  -- Keys planned earlier in this batch (taken afresh, or found held), and ids planned.
+  local planned_keys, planned_ids = {}, {}
+  -- The job that has this key now: found, created 0/1; or nil and the job whose key lapsed.
+  local function existing_for(idem)
+    if idem == '' then
+      return nil
+    end
+    local planned = planned_keys[idem]
+    if planned then
+      return planned, 0
+    end
+    local id, holds, owner_batch = key_holder(idem)
+    if not id then
+      return nil
+    end
+    if owner_batch == batch then -- ours, from a first try of this very call: created, once
+      planned_keys[idem] = id
+      return id, 1
+    end
+    if holds then
+      planned_keys[idem] = id
+      return id, 0
+    end
+    return nil, nil, id
+  end
+
+  -- `fresh`, `fresh_keys`, `fresh_at`: the jobs to write, their hash keys and batch positions.
+  local known, fresh, fresh_keys, fresh_at, lapsed = {}, {}, {}, {}, {}
+  for n, p in ipairs(jobs) do
+    local idem = p[P_IDEM]
+    local found, created, lapsed_from = existing_for(idem)
+    if found then
+      known[#known + 1] = {n, created, found}
+    else
+      local id = p[P_ID]
+      if planned_ids[id] then
+        return {'dup', id}, {}
+      end
+      local k = job_key(id)
+      local taken = redis.call('EXISTS', k) == 1
+      if taken and redis.call('HGET', k, 'batch') ~= batch then
+        return {'dup', id}, {}
+      end
+      planned_ids[id] = true
+      if idem ~= '' then
+        planned_keys[idem] = id
+      end
+      if lapsed_from then
+        lapsed[#lapsed + 1] = lapsed_from
+      end
+      if taken then
+        known[#known + 1] = {n, 1, id} -- written by a first try of this call
+      else
+        fresh[#fresh + 1] = p
+        fresh_keys[#fresh_keys + 1] = k
+        fresh_at[#fresh_at + 1] = n
+      end
+    end
+  end
+
+  local woken, held_at = {}, {}
+  local count = #fresh
+  if count > 0 then
+    redis.call('SETNX', key('layout'), LAYOUT)
+    for _, id in ipairs(lapsed) do
+      redis.call('HDEL', job_key(id), 'idempotency_key') -- P:idem passes to the new job below
+    end
+    begin_batch()
+    -- Seqs in batch order: one INCRBY for the batch.
+    local seq = redis.call('INCRBY', key('seq'), count) - count
+    local queues, idems, ni = {}, {}, 0
+    for x, p in ipairs(fresh) do
+      local id, queue = p[P_ID], p[P_QUEUE]
+      local state, held = write_job(p, fresh_keys[x], id, seq + x, 'batch', batch)
+      if held then
+        held_at[#held_at + 1] = fresh_at[x]
+      elseif state == 'pending' then
+        woken[queue] = true
+      end
+      queues[queue] = true
+      if p[P_IDEM] ~= '' then
+        idems[ni + 1], idems[ni + 2], ni = p[P_IDEM], id, ni + 2
+      end
+    end
+    for x = 1, ni, 2 * BATCH_CHUNK do
+      redis.call('HSET', IDEM_KEY, unpack(idems, x, math.min(x + 2 * BATCH_CHUNK - 1, ni)))
+    end
+    for queue in pairs(queues) do
+      redis.call('HSETNX', key('queues'), queue, '0')
+    end
+    flush_batch()
+  end
+
+  -- Read after the writes: a later job with the key of an earlier one of this batch reads it as written.
+  for _, k in ipairs(known) do
+    k[4] = read_job(k[3])
+  end
+  return {'ok', NOW_S, known, held_at}, woken
+end
+
+-- Schedules: stores next_run_at ('' = none) of schedule `name` (hash `k`), and keeps it in
+-- P:schedules-due while it is not paused and has a next run.
+local function schedule_set_next(k, name, next_run, paused)
+  if next_run == '' then
+    redis.call('HDEL', k, 'next_run_at')
+  else
+    redis.call('HSET', k, 'next_run_at', next_run)
+  end
+  if paused ~= '1' and next_run ~= '' then
+    redis.call('ZADD', key('schedules_due'), next_run, name)
+  else
+    redis.call('ZREM', key('schedules_due'), name)
+  end
 end

@@ -1,14 +1,16 @@
 -- prune.lua: job_prune (semantics.md rule 8): retention of finished jobs, oldest first.
 --
 -- Keys: P:finished:<state> (read by finished_at), then for each job deleted: P:job:<id>,
---   P:logs:<id>, P:idem, P:idx:<state>:<queue>.
--- ARGV[2]  finished before (µs, exclusive)
--- ARGV[3]  limit (> 0)
--- ARGV[4…] states (count-prefixed)
--- Returns how many jobs were deleted.
+--   P:logs:<id>, P:idem, P:idx:<state>:<queue>; P:heads:<queue> and P:held:<n>:<queue>:<key> (a
+--   dead job that held its ordering key releases the next); publishes on P:wake.
+-- ARGV[2]  origin: the pruning storage instance (it wakes its own waiters, see publish())
+-- ARGV[3]  finished before (µs, exclusive)
+-- ARGV[4]  limit (> 0)
+-- ARGV[5…] states (count-prefixed)
+-- Returns {how many jobs were deleted, queues woken}.
 
-local before, limit = ARGV[2], tonumber(ARGV[3])
-local states = argv_list(4)
+local before, limit = ARGV[3], tonumber(ARGV[4])
+local states = argv_list(5)
 local found = {}
 for _, state in ipairs(states) do
   local page = redis.call('ZRANGEBYSCORE', key('finished', state), '-inf', '(' .. before, 'WITHSCORES',
@@ -23,13 +25,13 @@ table.sort(found, function(a, b)
   end
   return a.id < b.id
 end)
-local n = math.min(#found, limit)
+local n, woken = math.min(#found, limit), {}
 begin_batch()
 for x = 1, n do
   local j = load(found[x].id)
   if j then
-    delete_job(j)
+    delete_job(j, woken)
   end
 end
 flush_batch()
-return n
+return {n, publish(woken, ARGV[2])}

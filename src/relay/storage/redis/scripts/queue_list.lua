@@ -1,9 +1,13 @@
 -- queue_list.lua: queue_list (semantics.md rule 16), read only; counts never scan jobs.
 --
--- Keys: P:queues, P:idx:<state>:<queue> (ZCARD), P:ready:<kind>:<queue> (oldest pending run_at).
+-- Keys: P:queues, P:idx:<state>:<queue> (ZCARD), P:ready:<kind>:<queue> (oldest pending run_at),
+--   P:limits, P:buckets:<queue> (the queue-wide bucket, field '').
 -- No arguments of its own.
--- Returns per known queue (unsorted): {name, paused '1'/'0', seven counts in the order of STATES,
---   oldest pending run_at in µs or ''}.
+-- Returns {now, rows}: the storage time (µs; the queue-wide buckets are refilled to it by the caller)
+--   and per known queue (unsorted): {name, paused '1'/'0', seven counts in the order of STATES,
+--   oldest pending run_at in µs or '', limits JSON or '', queue-wide bucket or ''}.
+-- Held jobs count as pending (they are in idx:pending), but the oldest pending run_at is that of the
+-- claimable ones: held jobs are in no ready set.
 -- The oldest pending job: a ready set is ordered by priority, then run_at, so the first member of
 -- each priority holds that priority's oldest run_at; the walk takes one step per distinct priority.
 
@@ -32,6 +36,8 @@ for x = 1, #flags, 2 do
     best = oldest_in(key('ready', kind, queue), best)
   end
   row[#row + 1] = best and fmt(best) or ''
+  row[#row + 1] = redis.call('HGET', key('limits'), queue) or ''
+  row[#row + 1] = redis.call('HGET', key1('buckets', queue), '') or ''
   out[#out + 1] = row
 end
-return out
+return {NOW_S, out}

@@ -2,9 +2,11 @@
 --
 -- Keys: P:running (leases ending strictly before now), P:job:<id>, P:idx:<state>:<queue>,
 --   P:ready:<kind>:<queue>, P:finished:<state>; an on_failure job's keys as in insert_many.lua;
---   publishes on P:wake.
--- ARGV[2]  the LeaseExpired message as a JSON string literal (quoted and escaped by the caller)
--- Returns {requeued ids, dead ids, cancelled ids}, each in insertion order.
+--   P:limits (read), P:conc:<n>:<queue>:<key>, P:heads:<queue>, P:held:<n>:<queue>:<key> (as in
+--   finish.lua); publishes on P:wake.
+-- ARGV[2]  origin: the reaping storage instance (it wakes its own waiters, see publish())
+-- ARGV[3]  the LeaseExpired message as a JSON string literal (quoted and escaped by the caller)
+-- Returns {requeued ids, dead ids, cancelled ids, queues woken}, the ids in insertion order.
 
 local ids = redis.call('ZRANGEBYSCORE', key('running'), '-inf', '(' .. NOW_S)
 local jobs = {}
@@ -22,7 +24,8 @@ local requeued, dead, cancelled, woken = {}, {}, {}, {}
 begin_batch()
 for _, j in ipairs(jobs) do
   unindex(j)
-  add_error(j.id, '{"attempt":' .. fmt(j.attempt) .. ',"type":"LeaseExpired","message":' .. ARGV[2] ..
+  slot_freed(j.queue, woken)
+  add_error(j.id, '{"attempt":' .. fmt(j.attempt) .. ',"type":"LeaseExpired","message":' .. ARGV[3] ..
     ',"at_us":' .. NOW_S .. '}')
   clear_lease(j)
   if j.cancel_requested then
@@ -40,5 +43,4 @@ for _, j in ipairs(jobs) do
   end
 end
 flush_batch()
-publish(woken, '')
-return {requeued, dead, cancelled}
+return {requeued, dead, cancelled, publish(woken, ARGV[2])}

@@ -2,13 +2,15 @@
 --
 -- Keys: P:job:<id>, P:queues (every known queue, for a bulk requeue without a queue),
 --   P:idx:<state>:<queue>, P:finished:<state> or P:waiting:<kind>:<queue>, P:ready:<kind>:<queue>;
---   publishes on P:wake.
+--   with an ordering key P:heads:<queue> and P:held:<n>:<queue>:<key>; publishes on P:wake.
 -- ARGV[2]  job id, or '' for a bulk requeue
 -- ARGV[3]  bulk: the queue, or '' for every queue
 -- ARGV[4…] bulk: states (count-prefixed; the caller checked they are requeueable)
 -- Returns {'missing'}, {'invalid', state}, or {'ok', id, read_job(), id, read_job()...} of the requeued
 --   jobs by seq.
--- The attempt count and the errors stay: a requeued dead job gets exactly one more attempt.
+-- The attempt count and the errors stay: a requeued dead job gets exactly one more attempt. A job of
+-- an ordering key that has another head waits behind it (held); the head itself (a failed job, or a
+-- dead one under ordering_dead=block) stays the head.
 -- One call requeues every matching job (it returns them all): millions at once would hold Redis for
 -- seconds.
 
@@ -55,8 +57,11 @@ for _, target in ipairs(targets) do
   j.run_at = NOW
   j.finished_at = nil
   j.lease_expires_at = nil
-  store(j, {'cancel_requested', '0'})
-  woken[j.queue] = true
+  j.held = j.ordering_key ~= nil and join_line(j.queue, j.ordering_key, j.id)
+  store(j, j.held and {'cancel_requested', '0', 'held', '1'} or {'cancel_requested', '0'})
+  if not j.held then
+    woken[j.queue] = true
+  end
   out[#out + 1] = j.id
   out[#out + 1] = read_job(j.id)
 end
