@@ -20,6 +20,7 @@ from .helpers import (
     insert,
     insert_one,
     new_job,
+    seconds,
     set_limits,
     yield_to_loop,
 )
@@ -232,3 +233,56 @@ async def test_held_jobs_count_as_pending(storage: Storage) -> None:
     await insert(storage, *(new_job(ordering_key="a", delay=0.0) for _ in range(3)))
     [info] = await storage.queue_list()
     assert info.counts[JobState.PENDING] == 3
+
+
+async def test_a_dead_job_keeps_its_key_held_after_the_queue_switches_to_continue(
+    storage: Storage, clock: ManualClock
+) -> None:
+    await set_limits(storage, ordering_dead=OrderingDead.BLOCK)
+    await insert(
+        storage, new_job(id="a1", ordering_key="a", max_retries=0), new_job(id="a2", ordering_key="a")
+    )
+    [first] = await claim(storage)
+    await fail(storage, first, clock)
+    await set_limits(storage)  # continue, for jobs that die from now on
+    await insert_one(storage, id="a3", ordering_key="a")
+    assert await held(storage, "a2", "a3") == [True, True]  # a1 died under block: it still holds
+    assert await claim(storage, limit=10) == []
+    await storage.job_purge(PurgeParams())
+    assert await claim_ids(storage, limit=10) == ["a2"]
+
+
+async def test_a_job_dead_under_continue_holds_nothing_after_the_queue_switches_to_block(
+    storage: Storage, clock: ManualClock
+) -> None:
+    await insert(storage, new_job(id="a1", ordering_key="a", max_retries=0))
+    [first] = await claim(storage)
+    await fail(storage, first, clock)
+    await set_limits(storage, ordering_dead=OrderingDead.BLOCK)
+    await insert_one(storage, id="a2", ordering_key="a")
+    assert await held(storage, "a2") == [False]
+    assert await claim_ids(storage) == ["a2"]
+
+
+async def test_a_held_job_keeps_its_state_until_it_is_released(storage: Storage, clock: ManualClock) -> None:
+    await insert(storage, new_job(id="a1", ordering_key="a"), new_job(id="a2", ordering_key="a", delay=10.0))
+    [first] = await claim(storage)
+    clock.advance(20)
+    await storage.job_promote_due()
+    assert (await get(storage, "a2")).state is JobState.SCHEDULED  # held: passed over by promotion
+    await complete(storage, first)
+    [second] = await claim(storage)
+    assert second.id == "a2"
+
+
+async def test_held_jobs_are_not_the_oldest_pending(storage: Storage, clock: ManualClock) -> None:
+    now = clock.now()
+    await insert(
+        storage,
+        new_job(id="a1", queue="q", ordering_key="a", run_at=now - seconds(100)),
+        new_job(id="a2", queue="q", ordering_key="a", run_at=now - seconds(90)),
+        new_job(id="b1", queue="q", run_at=now - seconds(10)),
+    )
+    await claim(storage, queues=["q"], limit=1)  # a1 runs; a2 waits behind it
+    [info] = await storage.queue_list()
+    assert info.oldest_pending_at == now - seconds(10)

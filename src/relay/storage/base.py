@@ -71,9 +71,12 @@ class JobWriter(Protocol):
 
         A job with an ``ordering_key`` is ``held`` when a *blocking* job of the same queue and key is
         not held (one inserted earlier, in this batch too). Blocking: pending, scheduled, running or
-        failed, or dead in a queue whose ``ordering_dead`` is ``block``. Whenever a key is left
-        without an unheld blocking job (a job completes, is cancelled, dies, is purged or pruned),
-        its held job inserted first is released in the same transaction, and its queue notified.
+        failed, or dead after dying while its queue's ``ordering_dead`` was ``block`` (decided when it
+        dies: a later change of the setting does not change it). Whenever a key is left without an
+        unheld blocking job (a job completes, is cancelled, dies, is purged or pruned), its held job
+        inserted first is released in the same transaction, and its queue notified. A held job keeps
+        its state (pending or scheduled) until it is released: promotion passes it over, and it does
+        not count in ``QueueInfo.oldest_pending_at``.
         """
         ...
 

@@ -130,6 +130,7 @@ class JobRecord:
     concurrency_key: str | None = None
     ordering_key: str | None = None
     held: bool = False
+    dead_blocks: bool = False  # dead while its queue's ordering_dead was "block": it holds its key
     unique_until: datetime | None = None
     unique_while: UniqueWhile = UniqueWhile.STORED
 
@@ -343,6 +344,8 @@ class MemoryStore:
         self._unindex(record)
         record.state = state
         record.updated_at = now
+        # Decided once, when it dies: a later change of the setting applies to jobs that die after it.
+        record.dead_blocks = state is JobState.DEAD and self._dead_blocks_in(record.queue)
         self._index(record)
         if record.ordering_key is None or was_blocking == self._blocking(record):
             return
@@ -373,8 +376,11 @@ class MemoryStore:
     def _blocking(self, record: JobRecord) -> bool:
         """Whether a job keeps the later jobs of its ordering key waiting (relay.storage.base)."""
         if record.state is JobState.DEAD:
-            return self.limits.get(record.queue, NO_LIMITS).ordering_dead is OrderingDead.BLOCK
+            return record.dead_blocks
         return record.state not in _FINAL
+
+    def _dead_blocks_in(self, queue: str) -> bool:
+        return self.limits.get(queue, NO_LIMITS).ordering_dead is OrderingDead.BLOCK
 
     def _has_unheld_blocking(self, group: dict[str, JobRecord], other_than: JobRecord) -> bool:
         return any(r is not other_than and not r.held and self._blocking(r) for r in group.values())
@@ -548,7 +554,7 @@ def promote_due(store: MemoryStore, now: datetime) -> int:
         record
         for by_id in store.waiting.values()
         for record in by_id.values()
-        if record.state is not JobState.PENDING and record.run_at <= now
+        if record.state is not JobState.PENDING and record.run_at <= now and not record.held
     ]
     for record in due:
         store.set_state(record, JobState.PENDING, now)
@@ -587,7 +593,7 @@ def queue_infos(store: MemoryStore, now: datetime) -> list[QueueInfo]:
     oldest_pending: dict[str, datetime] = {}
     for record in store.jobs.values():
         counts[record.queue][record.state] += 1
-        if record.state is JobState.PENDING:
+        if record.state is JobState.PENDING and not record.held:
             oldest = oldest_pending.get(record.queue)
             if oldest is None or record.run_at < oldest:
                 oldest_pending[record.queue] = record.run_at
