@@ -2,7 +2,8 @@
 and every response matches what the document says (status code, content type, body schema).
 
 Each operation gets a bounded number of generated cases, valid and invalid, derandomized so that a
-run is repeatable (a few hundred requests in all, in-process against a real SQLite file).
+run is repeatable (a few hundred requests in all, in-process against each backend of FLOW_BACKENDS:
+the memory one, and a real SQLite file).
 """
 
 from __future__ import annotations
@@ -49,14 +50,14 @@ def fuzz(operation: Operation, mode: GenerationMode, calls: list[int]) -> None:
 LOOPBACK = {"Host": "127.0.0.1:4000"}
 
 
-def test_no_server_errors_and_responses_as_documented(relay: Relay) -> None:
-    app = create_app(relay, ServerSettings(events_interval=0))
+def test_no_server_errors_and_responses_as_documented(flow_relay: Relay) -> None:
+    app = create_app(flow_relay, ServerSettings(events_interval=0))
     # The event stream never ends on its own: its own tests cover it against a real server.
     schema = schemathesis.openapi.from_asgi("/openapi.json", app, headers=LOOPBACK).exclude(
         path="/api/v1/events"
     )
     operations = [result.ok() for result in schema.get_all_operations() if isinstance(result, Ok)]
-    assert len(operations) == 22  # every operation but the event stream
+    assert len(operations) == 30  # every operation but the event stream
     negated = 0
     calls: list[int] = []
     for operation in operations:

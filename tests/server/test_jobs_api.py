@@ -40,7 +40,7 @@ async def test_enqueue_returns_201_with_the_job(relay: Relay) -> None:
         response = await api.post("/api/v1/jobs", json=document)
         assert response.status_code == 201
         body = response.json()
-        assert body["created"] is True
+        assert (body["created"], body["duplicate"]) == (True, False)
         job = body["job"]
         assert job["state"] == "pending"
         assert job["kind"] == "shell"
@@ -58,7 +58,7 @@ async def test_repeated_idempotency_key_returns_the_same_job(relay: Relay) -> No
         first = await api.post("/api/v1/jobs", json=document)
         again = await api.post("/api/v1/jobs", json=document)
         assert (first.status_code, again.status_code) == (201, 200)
-        assert again.json() == {"created": False, "job": first.json()["job"]}
+        assert again.json() == {"created": False, "duplicate": True, "job": first.json()["job"]}
         different = await api.post("/api/v1/jobs", json={**document, "payload": {"command": "/bin/false"}})
         assert different.status_code == 409
         assert error_of(different) == {
@@ -117,9 +117,9 @@ async def test_batch_is_one_transaction(relay: Relay) -> None:
         good = await api.post("/api/v1/jobs/batch", json=[SHELL, {**SHELL, "queue": "other"}])
         assert good.status_code == 201
         items = good.json()["jobs"]
-        assert [(i["created"], i["job"]["queue"], i["error"]) for i in items] == [
-            (True, "default", None),
-            (True, "other", None),
+        assert [(i["created"], i["duplicate"], i["job"]["queue"], i["error"]) for i in items] == [
+            (True, False, "default", None),
+            (True, False, "other", None),
         ]
         assert (await api.post("/api/v1/jobs/batch", json=[])).status_code == 200
 
@@ -133,8 +133,8 @@ async def test_batch_reports_an_idempotency_conflict_per_document(relay: Relay) 
         )
         assert response.status_code == 201
         first, second = response.json()["jobs"]
-        assert first["created"] is True
-        assert second["job"] is None
+        assert (first["created"], first["duplicate"]) == (True, False)
+        assert (second["created"], second["duplicate"], second["job"]) == (False, False, None)
         assert second["error"]["code"] == "idempotency_conflict"
         assert second["error"]["field"] == "[1].idempotency_key"
 

@@ -13,7 +13,7 @@ import pytest
 
 from relay.app import Relay
 from relay.server import ServerSettings, mint_token
-from relay.storage.params import ClaimParams
+from relay.storage.params import ClaimParams, ListParams
 from relay.types import JobKind, JobState
 
 from .helpers import SECRET, ServerThread, api_client, wait_until
@@ -167,3 +167,27 @@ async def test_lease_token_extension_fences_exactly(relay: Relay) -> None:
             await api.delete("/v1/complete", params={"queue": "q", "job_id": "t1", "lease_token": token})
         ).status_code == 200
         assert (await relay.get_job_async("t1")).checkpoint == {"s": 1}
+
+
+async def test_a_taken_id_is_still_409_with_the_existing_job_unchanged(flow_relay: Relay) -> None:
+    """The native API answers a duplicate idempotency key 200 with ``duplicate: true``; the runner
+    protocol keeps relay-rs's answer for a taken id, 409, and enqueues nothing."""
+    async with api_client(flow_relay) as api:
+        body = {"id": "r1", "queue": "q", "timeout": 5, "payload": {"n": 1}}
+        assert (await api.post("/enqueue", json=body)).status_code == 202
+        before = await flow_relay.storage.job_get("r1")
+        again = await api.post("/enqueue", json={**body, "payload": {"n": 2}})
+        assert again.status_code == 409
+        assert again.json() == {
+            "error": {
+                "code": "duplicate_id",
+                "message": "job with id 'r1' already exists in queue 'q'",
+                "field": "id",
+                "detail": {"job_id": "r1"},
+            }
+        }
+        same = await api.post("/enqueue", json=body)  # the very same job: still 409, as relay-rs says
+        assert same.status_code == 409
+    assert await flow_relay.storage.job_get("r1") == before
+    page = await flow_relay.storage.job_list(ListParams(queues=["q"]))
+    assert [job.id for job in page.jobs] == ["r1"]

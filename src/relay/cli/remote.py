@@ -10,20 +10,32 @@ heartbeat, finish) are not part of the API: ``relay worker`` always talks to sto
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from relay.client import AsyncRelayClient
-from relay.errors import ConfigurationError, JobNotFoundError
+from relay.client.wire import limits_to_json
+from relay.errors import ConfigurationError, JobNotFoundError, ScheduleNotFoundError
 from relay.jobs.document import document_from_job
-from relay.storage.params import InsertResult, JobPage, ListParams, LogParams, PurgeParams, RequeueParams
-from relay.types import Job, JobState, LogLine, NewJob, QueueInfo, WorkerInfo
+from relay.storage.params import (
+    InsertResult,
+    JobPage,
+    ListParams,
+    LogParams,
+    PurgeParams,
+    RequeueParams,
+    ScheduleParams,
+)
+from relay.types import Job, JobState, LogLine, NewJob, QueueInfo, QueueLimits, Schedule, WorkerInfo
 
 _DLQ = (JobState.DEAD,)
 
 
 class RemoteStorage:
     """``job_get``, ``job_list``, ``job_logs``, ``job_cancel``, ``job_requeue``, ``job_purge``,
-    ``job_insert_many``, ``queue_list``, ``queue_pause``, ``queue_resume`` and ``worker_list`` of
-    :class:`relay.storage.base.Storage`, with the same meaning, through a server."""
+    ``job_insert_many``, ``queue_list``, ``queue_pause``, ``queue_resume``, ``queue_limits_set``,
+    ``schedule_list``, ``schedule_get``, ``schedule_upsert``, ``schedule_remove``,
+    ``schedule_set_paused`` and ``worker_list`` of :class:`relay.storage.base.Storage`, with the same
+    meaning, through a server."""
 
     def __init__(self, client: AsyncRelayClient) -> None:
         self.client = client
@@ -81,6 +93,45 @@ class RemoteStorage:
 
     async def queue_resume(self, name: str) -> None:
         await self.client.resume_queue(name)
+
+    async def queue_limits_set(self, name: str, limits: QueueLimits) -> None:
+        await self.client.set_queue_limits(name, limits_to_json(limits))
+
+    async def schedule_list(self) -> list[Schedule]:
+        return await self.client.schedules()
+
+    async def schedule_get(self, name: str) -> Schedule | None:
+        try:
+            return await self.client.schedule(name)
+        except ScheduleNotFoundError:
+            return None
+
+    async def schedule_upsert(self, p: ScheduleParams) -> Schedule:
+        """Create or redefine the schedule. The server computes its next run from the spec by its own
+        clock: ``p.next_run_at`` is not sent."""
+        document = {
+            "name": p.name,
+            "schedule": p.spec,
+            "timezone": p.timezone,
+            "catch_up": p.catch_up.value,
+            "job": document_from_job(p.job),
+        }
+        return await self.client.put_schedule(p.name, document)
+
+    async def schedule_remove(self, name: str) -> bool:
+        try:
+            await self.client.remove_schedule(name)
+        except ScheduleNotFoundError:
+            return False
+        return True
+
+    async def schedule_set_paused(self, name: str, paused: bool, next_run_at: datetime | None) -> Schedule:
+        """Pause or resume the schedule; ScheduleNotFoundError when there is none. ``next_run_at`` is
+        ignored: on resume the server computes the next run itself (the next tick after its now), as
+        :func:`relay.runtime.schedules.set_paused` does locally."""
+        if paused:
+            return await self.client.pause_schedule(name)
+        return await self.client.resume_schedule(name)
 
     async def worker_list(self) -> list[WorkerInfo]:
         return await self.client.workers()

@@ -11,9 +11,16 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
-from relay.client.errors import IdempotencyConflictError, error_from_response
-from relay.client.wire import job_from_json, log_line_from_json, queue_from_json, worker_from_json
-from relay.types import Job, LogLine, QueueInfo, WorkerInfo
+from relay.client.errors import ApiError, IdempotencyConflictError, error_from_response
+from relay.client.wire import (
+    job_from_json,
+    log_line_from_json,
+    queue_from_json,
+    schedule_from_json,
+    worker_from_json,
+)
+from relay.errors import InvalidLimitError, InvalidScheduleError, RelayError, ScheduleNotFoundError
+from relay.types import Job, LogLine, QueueInfo, Schedule, WorkerInfo
 
 T = TypeVar("T")
 API = "/api/v1"
@@ -28,14 +35,20 @@ class Call(Generic[T]):
     json: Any = None
     has_body: bool = False
     job_id: str | None = None  # the job the call is about: names it in a not-found error
+    schedule: str | None = None  # the schedule the call is about: names it in a not-found error
 
 
 @dataclass(frozen=True, slots=True)
 class Enqueued:
-    """One enqueued job: ``created`` is False when an idempotency key returned an existing job."""
+    """One enqueued job: ``created`` is False (``duplicate`` True) when an idempotency key returned an
+    existing job."""
 
     job: Job
     created: bool
+
+    @property
+    def duplicate(self) -> bool:
+        return not self.created
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +62,14 @@ class Page:
 def _job_path(job_id: str, suffix: str = "") -> str:
     # safe="": a "/" inside an id is escaped; the server's routes accept it back.
     return f"{API}/jobs/{quote(job_id, safe='')}{suffix}"
+
+
+def _queue_path(name: str, suffix: str = "") -> str:
+    return f"{API}/queues/{quote(name, safe='')}{suffix}"
+
+
+def _schedule_path(name: str, suffix: str = "") -> str:
+    return f"{API}/schedules/{quote(name, safe='')}{suffix}"
 
 
 def _params(**values: object) -> list[tuple[str, str]]:
@@ -148,12 +169,48 @@ def queues() -> Call[list[QueueInfo]]:
     return Call("GET", f"{API}/queues", lambda body: [queue_from_json(q) for q in body["queues"]])
 
 
+def queue(name: str) -> Call[QueueInfo]:
+    return Call("GET", _queue_path(name), queue_from_json)
+
+
 def pause_queue(name: str) -> Call[None]:
-    return Call("POST", f"{API}/queues/{quote(name, safe='')}/pause", lambda body: None)
+    return Call("POST", _queue_path(name, "/pause"), lambda body: None)
 
 
 def resume_queue(name: str) -> Call[None]:
-    return Call("POST", f"{API}/queues/{quote(name, safe='')}/resume", lambda body: None)
+    return Call("POST", _queue_path(name, "/resume"), lambda body: None)
+
+
+def set_queue_limits(name: str, limits: Mapping[str, Any]) -> Call[QueueInfo]:
+    """Replace the queue's limits with the flat limits document (``{}`` clears them)."""
+    return Call("PUT", _queue_path(name, "/limits"), queue_from_json, json=dict(limits), has_body=True)
+
+
+def schedules() -> Call[list[Schedule]]:
+    return Call("GET", f"{API}/schedules", lambda body: [schedule_from_json(s) for s in body["schedules"]])
+
+
+def schedule(name: str) -> Call[Schedule]:
+    return Call("GET", _schedule_path(name), schedule_from_json, schedule=name)
+
+
+def put_schedule(name: str, document: Mapping[str, Any]) -> Call[Schedule]:
+    """Create or redefine the schedule from a schedule document (its ``name`` may be left out)."""
+    return Call(
+        "PUT", _schedule_path(name), schedule_from_json, json=dict(document), has_body=True, schedule=name
+    )
+
+
+def remove_schedule(name: str) -> Call[None]:
+    return Call("DELETE", _schedule_path(name), lambda body: None, schedule=name)
+
+
+def pause_schedule(name: str) -> Call[Schedule]:
+    return Call("POST", _schedule_path(name, "/pause"), schedule_from_json, schedule=name)
+
+
+def resume_schedule(name: str) -> Call[Schedule]:
+    return Call("POST", _schedule_path(name, "/resume"), schedule_from_json, schedule=name)
 
 
 def workers() -> Call[list[WorkerInfo]]:
@@ -167,5 +224,24 @@ def ready() -> Call[bool]:
 def result(call: Call[T], status: int, body: Any) -> T:
     """What ``call`` returns for a response with ``status`` and its decoded JSON ``body``."""
     if status >= 400:
-        raise error_from_response(status, body, call.job_id)
+        raise _flow_control_error(error_from_response(status, body, call.job_id), call)
     return call.decode(body)
+
+
+_INVALID: dict[str, type[InvalidLimitError | InvalidScheduleError]] = {
+    InvalidLimitError.code: InvalidLimitError,
+    InvalidScheduleError.code: InvalidScheduleError,
+}
+
+
+def _flow_control_error(error: RelayError, call: Call[Any]) -> RelayError:
+    """The library's own exception for the errors of limits and schedules, which
+    :func:`error_from_response` leaves as ApiError: an invalid limit or schedule (with its field), and
+    an unknown schedule."""
+    if not isinstance(error, ApiError):
+        return error
+    if error.code in _INVALID:
+        return _INVALID[error.code](error.field or "", error.message)
+    if error.code == "not_found" and error.status == 404 and call.schedule is not None:
+        return ScheduleNotFoundError(call.schedule)
+    return error

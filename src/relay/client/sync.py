@@ -11,7 +11,7 @@ import httpx
 from relay.client import calls
 from relay.client.base import DEFAULT_TIMEOUT, client_options, response_body, unreachable
 from relay.client.calls import Call, Enqueued, Page
-from relay.types import Job, LogLine, QueueInfo, WorkerInfo
+from relay.types import Job, LogLine, QueueInfo, Schedule, WorkerInfo
 
 T = TypeVar("T")
 
@@ -103,11 +103,44 @@ class RelayClient:
     def queues(self) -> list[QueueInfo]:
         return self.send(calls.queues())
 
+    def queue(self, name: str) -> QueueInfo:
+        """One queue, with its limits; ApiError 404 when the server knows no such queue."""
+        return self.send(calls.queue(name))
+
+    def set_queue_limits(self, name: str, limits: Mapping[str, Any]) -> QueueInfo:
+        """Replace the queue's limits with the flat limits document (``{"rate": "100/s", "burst": 20,
+        "concurrency": 5}``; ``{}`` clears them): the queue as it is now. InvalidLimitError names a
+        bad field (nothing is changed then)."""
+        return self.send(calls.set_queue_limits(name, limits))
+
     def pause_queue(self, name: str) -> None:
         self.send(calls.pause_queue(name))
 
     def resume_queue(self, name: str) -> None:
         self.send(calls.resume_queue(name))
+
+    def schedules(self) -> list[Schedule]:
+        return self.send(calls.schedules())
+
+    def schedule(self, name: str) -> Schedule:
+        """The schedule; ScheduleNotFoundError when there is none."""
+        return self.send(calls.schedule(name))
+
+    def put_schedule(self, name: str, document: Mapping[str, Any]) -> Schedule:
+        """Create or redefine the schedule from a schedule document (``{"schedule": "0 3 * * *",
+        "timezone": "Europe/Berlin", "job": {...}}`` or ``"command": "..."``). InvalidScheduleError (or
+        InvalidJobError, for its job) names a bad field (nothing is stored then)."""
+        return self.send(calls.put_schedule(name, document))
+
+    def remove_schedule(self, name: str) -> None:
+        self.send(calls.remove_schedule(name))
+
+    def pause_schedule(self, name: str) -> Schedule:
+        return self.send(calls.pause_schedule(name))
+
+    def resume_schedule(self, name: str) -> Schedule:
+        """Resume from the next tick after now (the server's clock): missed ticks are not run."""
+        return self.send(calls.resume_schedule(name))
 
     def workers(self) -> list[WorkerInfo]:
         return self.send(calls.workers())

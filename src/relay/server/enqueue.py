@@ -1,9 +1,10 @@
 """Enqueue through the API: job documents in, jobs out, with scopes and idempotency.
 
-A repeated idempotency key returns the job it first created (200), if the document is the same job:
-same kind, payload, queue, priority, retries, backoff, timeout, lease, tags, metadata and chains
-(the start time is not compared: a retried request with ``"delay": "10s"`` is the same job). A key
-reused for a different job is a conflict (409), and nothing is enqueued for it.
+A repeated idempotency key returns the job it first created (200, ``"duplicate": true``), if the
+document is the same job: same kind, payload, queue, priority, retries, backoff, timeout, lease, tags,
+metadata, chains, flow-control keys and ``unique_while`` (the start time and ``unique_for`` are not
+compared: a retried request with ``"delay": "10s"`` is the same job). A key reused for a different job
+is a conflict (409), and nothing is enqueued for it.
 
 In a batch (one transaction), a conflicting document cannot stop the others: the seam inserts the
 batch and only then tells which keys already existed. So the batch answers per document, and a
@@ -35,11 +36,14 @@ def _chain(job: NewJob, path: str) -> Iterator[tuple[NewJob, str]]:
             yield from _chain(child, join_path(path, name))
 
 
-def check_job(grants: Grants, job: NewJob, allow_shell: bool, path: str = "") -> None:
+def check_job(
+    grants: Grants, job: NewJob, allow_shell: bool, path: str = "", action: Action = Action.ENQUEUE
+) -> None:
     """Scopes for the queue of the job and of every chained job (a chain must not be a way into a queue
-    the token cannot enqueue to), and the server's shell policy."""
+    the token cannot enqueue to), and the server's shell policy. ``action`` is the scope needed on
+    each of those queues: ``enqueue`` for a job, ``admin`` for a schedule's template."""
     for each, where in _chain(job, path):
-        require(grants, Action.ENQUEUE, each.queue)
+        require(grants, action, each.queue)
         if not allow_shell and each.kind is JobKind.SHELL and each.payload.get("shell"):
             raise InvalidJobError(
                 join_path(join_path(where, "payload"), "shell"),
@@ -76,6 +80,10 @@ def _content(job: NewJob | Job) -> tuple[object, ...]:
         job.metadata,
         chain(job.on_success),
         chain(job.on_failure),
+        job.rate_key,
+        job.concurrency_key,
+        job.ordering_key,
+        job.unique_while,
     )
 
 
@@ -99,7 +107,17 @@ async def enqueue_one(state: ServerState, grants: Grants, document: JSON) -> tup
     [result] = await state.storage.job_insert_many([new])
     if not result.created and not same_job(new, result.job):
         raise _conflict(new, "")
-    return (201 if result.created else 200), {"created": result.created, "job": job_to_json(result.job)}
+    return (201 if result.created else 200), enqueued_json(result.created, result.job)
+
+
+def enqueued_json(created: bool, job: Job | None) -> dict[str, JSON]:
+    """One enqueue's answer: ``duplicate`` says the job is one that existed (an idempotency key's);
+    ``created``, its opposite, is kept for the clients that read it. No job: neither."""
+    return {
+        "created": created,
+        "duplicate": job is not None and not created,
+        "job": None if job is None else job_to_json(job),
+    }
 
 
 async def enqueue_batch(state: ServerState, grants: Grants, documents: JSON) -> tuple[int, JSON]:
@@ -112,15 +130,9 @@ async def enqueue_batch(state: ServerState, grants: Grants, documents: JSON) -> 
     items: list[JSON] = []
     for index, (new, result) in enumerate(zip(jobs, results, strict=True)):
         if result.created or same_job(new, result.job):
-            items.append({"created": result.created, "job": job_to_json(result.job), "error": None})
+            items.append(enqueued_json(result.created, result.job) | {"error": None})
         else:
             error = _conflict(new, join_path("", index))
-            items.append(
-                {
-                    "created": False,
-                    "job": None,
-                    "error": error_body(error.code, error.message, error.field)["error"],
-                }
-            )
+            items.append(enqueued_json(False, None) | error_body(error.code, error.message, error.field))
     status = 201 if any(r.created for r in results) else 200
     return status, {"jobs": items}

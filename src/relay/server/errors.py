@@ -5,8 +5,10 @@ This is the one place that maps Relay's exceptions to HTTP statuses:
 =============================  ======  ===========================================================
 exception                      status  code
 =============================  ======  ===========================================================
-InvalidJobError                422     ``invalid_job`` (``field`` is the dotted path to the problem)
+InvalidFieldError              422     its code: ``invalid_job``, ``invalid_limit``, ``invalid_schedule``
+                                       (``field`` is the dotted path to the problem)
 JobNotFoundError               404     ``not_found``
+ScheduleNotFoundError          404     ``not_found`` (``detail.schedule`` names it)
 InvalidTransitionError         409     ``invalid_state``
 DuplicateJobError              409     ``duplicate_id``
 StorageUnavailableError        503     ``storage_unavailable`` (429 on the runner protocol: relay-rs
@@ -30,10 +32,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from relay.errors import (
     DuplicateJobError,
-    InvalidJobError,
+    InvalidFieldError,
     InvalidTransitionError,
     JobNotFoundError,
     RelayError,
+    ScheduleNotFoundError,
     StorageUnavailableError,
 )
 from relay.types import JSON
@@ -41,8 +44,9 @@ from relay.types import JSON
 log = logging.getLogger("relay.server")
 
 _STATUS: dict[type[RelayError], int] = {
-    InvalidJobError: 422,
+    InvalidFieldError: 422,  # InvalidJobError, InvalidLimitError, InvalidScheduleError
     JobNotFoundError: 404,
+    ScheduleNotFoundError: 404,
     InvalidTransitionError: 409,
     DuplicateJobError: 409,
     StorageUnavailableError: 503,
@@ -93,8 +97,8 @@ def from_relay_error(exc: RelayError, path: str) -> ApiError:
     status = next((s for cls, s in _STATUS.items() if isinstance(exc, cls)), 500)
     if isinstance(exc, StorageUnavailableError) and is_runner_path(path):
         status = 429
-    field = exc.field or None if isinstance(exc, InvalidJobError) else None
-    message = exc.message if isinstance(exc, InvalidJobError) else str(exc)
+    field = exc.field or None if isinstance(exc, InvalidFieldError) else None
+    message = exc.message if isinstance(exc, InvalidFieldError) else str(exc)
     return ApiError(status, exc.code, message, field, _detail(exc))
 
 
@@ -103,6 +107,8 @@ def _detail(exc: RelayError) -> dict[str, JSON] | None:
         return {"job_id": exc.job_id, "state": exc.state, "action": exc.action}
     if isinstance(exc, JobNotFoundError | DuplicateJobError):
         return {"job_id": exc.job_id}
+    if isinstance(exc, ScheduleNotFoundError):
+        return {"schedule": exc.name}
     return None
 
 

@@ -3,7 +3,8 @@
 Job documents are read from the raw body and validated by :func:`relay.jobs.parse_job_document` (so
 that errors name the field, in Relay's error shape), not by FastAPI; the operations declare their
 request bodies here instead, with the schema of :class:`relay.jobs.models.JobDocument`. The runner
-protocol's bodies are declared the same way, and the bearer scheme when auth is on.
+protocol's bodies, the limits document (:class:`relay.jobs.limits.LimitsDocument`) and the schedule
+document (:class:`ScheduleDocument`) are declared the same way, and the bearer scheme when auth is on.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
+from relay.jobs.limits import LimitsDocument
 from relay.jobs.models import JobDocument
+from relay.runtime.schedules import NAME_PATTERN
 from relay.server.auth import PUBLIC_PATHS
 from relay.server.runner import RunnerJob
-from relay.types import BackoffKind, JobKind
+from relay.types import BackoffKind, CatchUp, JobKind
 
 _REF = "#/components/schemas/{model}"
 
@@ -40,6 +43,34 @@ RUNNER_JOB_BODY = _body({"$ref": _REF.format(model="RunnerJob")}, "a relay-rs jo
 ANY_JSON_BODY = _body(
     {}, "any JSON: saved as the job's state (an empty body keeps the state)", required=False
 )
+LIMITS_DOCUMENT_BODY = _body(
+    {"$ref": _REF.format(model="LimitsDocument")}, "a queue's limits (docs/flow-control.md); {} clears them"
+)
+SCHEDULE_DOCUMENT_BODY = _body({"$ref": _REF.format(model="ScheduleDocument")}, "a schedule document")
+
+
+def _job_or_command(schema: dict[str, Any]) -> None:
+    """Exactly one of ``job`` and ``command``, and neither null."""
+    for name in ("job", "command"):
+        field = schema["properties"][name]
+        field["anyOf"] = [each for each in field["anyOf"] if each.get("type") != "null"]
+        field.pop("default", None)
+    schema["oneOf"] = [{"required": ["job"]}, {"required": ["command"]}]
+
+
+class ScheduleDocument(BaseModel):
+    """A schedule as ``PUT /api/v1/schedules/{name}`` takes it: a job document (``job``) or a shell
+    command (``command``), run at every tick of ``schedule``. Checked by
+    :func:`relay.runtime.schedules.schedule_from_document`; this model only documents it."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_job_or_command)
+
+    name: str | None = Field(None, pattern=NAME_PATTERN.pattern, description="the path's name, if given")
+    schedule: str = Field(description="a 5-field cron expression, an alias such as @hourly, or 'every 30s'")
+    timezone: str = Field("UTC", description="an IANA timezone name, such as Europe/Berlin")
+    catch_up: CatchUp = Field(CatchUp.ONCE, description="for ticks missed while no scheduler ran")
+    job: JobDocument | None = Field(None, description="the job each tick enqueues")
+    command: str | list[str] | None = Field(None, description="short for a shell job running this command")
 
 
 def _add_model(schemas: dict[str, Any], model: type[BaseModel]) -> None:
@@ -65,6 +96,20 @@ def _any_case(properties: dict[str, Any]) -> None:
         } | ({"default": properties[name]["default"]} if "default" in properties[name] else {})
 
 
+def _rates_as_text(properties: dict[str, Any]) -> None:
+    """A rate is a number of jobs a second, or text such as "100/s" (relay.jobs.limits.parse_rate)."""
+    for name in ("rate", "key_rate"):
+        properties[name] = {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0},
+                {"type": "string", "pattern": r"^\s*[0-9.eE+-]+\s*(/\s*[A-Za-z0-9.]+\s*)?$"},
+                {"type": "null"},
+            ],
+            "default": None,
+            "description": "jobs a second: a number, or '100/s', '10/m', '5/30s'",
+        }
+
+
 def install_openapi(app: FastAPI, auth: bool) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -72,9 +117,10 @@ def install_openapi(app: FastAPI, auth: bool) -> None:
                 title=app.title, version=app.version, description=app.description, routes=app.routes
             )
             schemas = document.setdefault("components", {}).setdefault("schemas", {})
-            for model in (JobDocument, RunnerJob):
+            for model in (JobDocument, RunnerJob, LimitsDocument, ScheduleDocument):
                 _add_model(schemas, model)
             _any_case(schemas["JobDocument"]["properties"])
+            _rates_as_text(schemas["LimitsDocument"]["properties"])
             _use_error_body(document)
             if auth:
                 _add_security(document)

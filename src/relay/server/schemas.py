@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from relay.types import BackoffKind, JobKind, JobState
+from relay.types import BackoffKind, CatchUp, JobKind, JobState, OrderingDead, UniqueWhile
 
 
 class ErrorDetail(BaseModel):
@@ -61,6 +61,11 @@ class ChainedJob(BaseModel):
     tags: list[str]
     metadata: dict[str, Any]
     checkpoint: Any
+    rate_key: str | None = None
+    concurrency_key: str | None = None
+    ordering_key: str | None = None
+    unique_for: float | None = Field(None, description="seconds the idempotency key holds")
+    unique_while: UniqueWhile = UniqueWhile.STORED
 
 
 class JobOut(BaseModel):
@@ -93,15 +98,26 @@ class JobOut(BaseModel):
     result: Any
     errors: list[AttemptErrorOut]
     parent_id: str | None
+    rate_key: str | None
+    concurrency_key: str | None
+    ordering_key: str | None
+    held: bool = Field(description="waiting behind an earlier job of its ordering key")
+    unique_until: datetime | None = Field(description="when the idempotency key stops holding")
+    unique_while: UniqueWhile
+
+
+_DUPLICATE = "true when the idempotency key returned an existing job (then created is false)"
 
 
 class EnqueuedOut(BaseModel):
     created: bool = Field(description="false when the idempotency key returned an existing job")
+    duplicate: bool = Field(description=_DUPLICATE)
     job: JobOut
 
 
 class BatchItemOut(BaseModel):
     created: bool
+    duplicate: bool = Field(description=_DUPLICATE)
     job: JobOut | None = Field(description="null when this document's idempotency key conflicts")
     error: ErrorDetail | None
 
@@ -129,12 +145,26 @@ class LogsOut(BaseModel):
     last_seq: int = Field(description="pass as after_seq to get only newer lines")
 
 
+class LimitsOut(BaseModel):
+    """A queue's limits, in the flat form ``PUT /api/v1/queues/{name}/limits`` takes; null: no limit."""
+
+    rate: float | None = Field(description="jobs a second from the whole queue")
+    burst: int | None = Field(description="the queue's bucket size")
+    key_rate: float | None = Field(description="jobs a second per rate_key")
+    key_burst: int | None
+    concurrency: int | None = Field(description="jobs running at once in the queue, fleet-wide")
+    key_concurrency: int | None = Field(description="jobs running at once per concurrency_key")
+    ordering_dead: OrderingDead
+
+
 class QueueOut(BaseModel):
     name: str
     paused: bool
     counts: dict[str, int] = Field(description="jobs by state; every state is present")
     oldest_pending_at: datetime | None
     oldest_pending_age_seconds: float | None
+    limits: LimitsOut
+    tokens: float | None = Field(description="what the queue's bucket holds now; null without a rate")
 
 
 class QueuesOut(BaseModel):
@@ -144,6 +174,25 @@ class QueuesOut(BaseModel):
 class QueueStateOut(BaseModel):
     name: str
     paused: bool
+
+
+class ScheduleOut(BaseModel):
+    name: str
+    schedule: str = Field(description="a cron expression, an alias such as @hourly, or 'every 30s'")
+    description: str = Field(description="the schedule in words, for people")
+    timezone: str
+    catch_up: CatchUp
+    paused: bool
+    job: ChainedJob = Field(description="the template of each tick's job")
+    next_run_at: datetime | None = Field(description="the next tick; null when there is none")
+    last_run_at: datetime | None = Field(description="the tick of the last job enqueued")
+    last_job_id: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class SchedulesOut(BaseModel):
+    schedules: list[ScheduleOut]
 
 
 class WorkerOut(BaseModel):
@@ -200,8 +249,9 @@ _ERROR_TEXT = {
     400: "the body is not JSON",
     401: "no valid bearer token",
     403: "the token lacks the scope",
-    404: "no such job",
+    404: "no such job, queue or schedule",
     409: "conflict with the job's state, its id or its idempotency key",
+    415: "the body is not sent as application/json",
     413: "the body (or the batch) is too large",
     422: "invalid input; field names it",
     429: "storage unavailable: retry later",

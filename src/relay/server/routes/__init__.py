@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from relay.server.routes import dlq, events, jobs, ops, queues, runner
+from relay.server.routes import dlq, events, jobs, ops, queues, runner, schedules
 
 ROUTERS: tuple[APIRouter, ...] = (
     jobs.router,
     dlq.router,
     queues.router,
+    schedules.router,
     events.router,
     runner.router,
     ops.router,
