@@ -175,3 +175,11 @@ async def test_a_worker_defines_its_relays_schedules_at_start(url: str, tmp_path
         assert stored["echo"].job.payload["argv"] == ["/bin/echo", "hourly"]
     finally:
         relay.close()
+
+
+async def test_resuming_a_schedule_that_runs_keeps_its_due_tick(storage: Storage, clock: ManualClock) -> None:
+    await define_now(storage, clock, "* * * * *")
+    clock.advance(90)  # the first tick (00:01) is due and not fired yet
+    resumed = await set_paused(storage, "tick", False, clock.now())
+    assert resumed.next_run_at == T0 + timedelta(minutes=1)
+    assert await CronScheduler(storage).run_once() == 1

@@ -152,3 +152,9 @@ def test_two_schedules_with_one_name_are_refused(tmp_path: Path, monkeypatch: py
 def test_a_settings_file_named_but_missing_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="cannot read the settings file"):
         schedules_for(str(tmp_path / "absent.toml"), [])
+
+
+def test_a_bad_command_is_named_as_the_documents_command() -> None:
+    with pytest.raises(InvalidScheduleError) as caught:
+        schedule_from_document({"name": "n", "schedule": "@daily", "command": "   "}, path="schedules[0]")
+    assert caught.value.field == "schedules[0].command"

@@ -19,7 +19,7 @@ from rich.text import Text
 
 from relay.cli.output import format_age, format_time
 from relay.client.wire import limits_to_json
-from relay.jobs.cron import parse_spec
+from relay.jobs.cron import describe_spec
 from relay.jobs.document import document_from_job
 from relay.jobs.limits import format_rate
 from relay.types import (
@@ -226,10 +226,7 @@ def limits_text(limits: QueueLimits) -> str:
 
 
 def describe_schedule(schedule: Schedule) -> str:
-    try:
-        return parse_spec(schedule.spec, schedule.timezone).describe()
-    except ValueError:  # stored by a newer Relay, say: the spec itself still says it
-        return schedule.spec
+    return describe_spec(schedule.spec, schedule.timezone)
 
 
 def schedules_table(schedules: list[Schedule], now: datetime | None = None) -> Table:

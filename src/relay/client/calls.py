@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
-from relay.client.errors import ApiError, IdempotencyConflictError, error_from_response
+from relay.client.errors import IdempotencyConflictError, error_from_response
 from relay.client.wire import (
     job_from_json,
     log_line_from_json,
@@ -19,7 +19,6 @@ from relay.client.wire import (
     schedule_from_json,
     worker_from_json,
 )
-from relay.errors import InvalidLimitError, InvalidScheduleError, RelayError, ScheduleNotFoundError
 from relay.types import Job, LogLine, QueueInfo, Schedule, WorkerInfo
 
 T = TypeVar("T")
@@ -35,7 +34,6 @@ class Call(Generic[T]):
     json: Any = None
     has_body: bool = False
     job_id: str | None = None  # the job the call is about: names it in a not-found error
-    schedule: str | None = None  # the schedule the call is about: names it in a not-found error
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,26 +189,24 @@ def schedules() -> Call[list[Schedule]]:
 
 
 def schedule(name: str) -> Call[Schedule]:
-    return Call("GET", _schedule_path(name), schedule_from_json, schedule=name)
+    return Call("GET", _schedule_path(name), schedule_from_json)
 
 
 def put_schedule(name: str, document: Mapping[str, Any]) -> Call[Schedule]:
     """Create or redefine the schedule from a schedule document (its ``name`` may be left out)."""
-    return Call(
-        "PUT", _schedule_path(name), schedule_from_json, json=dict(document), has_body=True, schedule=name
-    )
+    return Call("PUT", _schedule_path(name), schedule_from_json, json=dict(document), has_body=True)
 
 
 def remove_schedule(name: str) -> Call[None]:
-    return Call("DELETE", _schedule_path(name), lambda body: None, schedule=name)
+    return Call("DELETE", _schedule_path(name), lambda body: None)
 
 
 def pause_schedule(name: str) -> Call[Schedule]:
-    return Call("POST", _schedule_path(name, "/pause"), schedule_from_json, schedule=name)
+    return Call("POST", _schedule_path(name, "/pause"), schedule_from_json)
 
 
 def resume_schedule(name: str) -> Call[Schedule]:
-    return Call("POST", _schedule_path(name, "/resume"), schedule_from_json, schedule=name)
+    return Call("POST", _schedule_path(name, "/resume"), schedule_from_json)
 
 
 def workers() -> Call[list[WorkerInfo]]:
@@ -224,24 +220,5 @@ def ready() -> Call[bool]:
 def result(call: Call[T], status: int, body: Any) -> T:
     """What ``call`` returns for a response with ``status`` and its decoded JSON ``body``."""
     if status >= 400:
-        raise _flow_control_error(error_from_response(status, body, call.job_id), call)
+        raise error_from_response(status, body, call.job_id)
     return call.decode(body)
-
-
-_INVALID: dict[str, type[InvalidLimitError | InvalidScheduleError]] = {
-    InvalidLimitError.code: InvalidLimitError,
-    InvalidScheduleError.code: InvalidScheduleError,
-}
-
-
-def _flow_control_error(error: RelayError, call: Call[Any]) -> RelayError:
-    """The library's own exception for the errors of limits and schedules, which
-    :func:`error_from_response` leaves as ApiError: an invalid limit or schedule (with its field), and
-    an unknown schedule."""
-    if not isinstance(error, ApiError):
-        return error
-    if error.code in _INVALID:
-        return _INVALID[error.code](error.field or "", error.message)
-    if error.code == "not_found" and error.status == 404 and call.schedule is not None:
-        return ScheduleNotFoundError(call.schedule)
-    return error

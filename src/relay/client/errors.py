@@ -13,10 +13,14 @@ from typing import Any
 
 from relay.errors import (
     DuplicateJobError,
+    InvalidFieldError,
     InvalidJobError,
+    InvalidLimitError,
+    InvalidScheduleError,
     InvalidTransitionError,
     JobNotFoundError,
     RelayError,
+    ScheduleNotFoundError,
     StorageUnavailableError,
 )
 
@@ -85,12 +89,19 @@ def error_from_response(status: int, body: Any, job_id: str | None = None) -> Re
     return ApiError(status, code, message, field)
 
 
+_INVALID: dict[str, type[InvalidFieldError]] = {
+    error.code: error for error in (InvalidJobError, InvalidLimitError, InvalidScheduleError)
+}
+
+
 def _known_error(
     code: str, message: str, field: str | None, detail: dict[str, Any], job_id: str | None
 ) -> RelayError | None:
     subject = str(detail.get("job_id") or job_id or "")
-    if code == "invalid_job":
-        return InvalidJobError(field or "", message)
+    if code in _INVALID:
+        return _INVALID[code](field or "", message)
+    if code == "not_found" and detail.get("schedule"):
+        return ScheduleNotFoundError(str(detail["schedule"]))
     if code == "not_found" and subject:
         return JobNotFoundError(subject)
     if code == "duplicate_id" and subject:

@@ -134,3 +134,12 @@ def _interval(text: str, field: str) -> float:
     if seconds < 1:
         raise InvalidScheduleError(field, f"an interval must be at least 1s, got {text.strip()!r}")
     return seconds
+
+
+def describe_spec(spec: str, timezone: str) -> str:
+    """A stored schedule's spec in words; the spec itself when this machine cannot parse it (written
+    by a newer Relay, or a timezone its tzdata does not know)."""
+    try:
+        return parse_spec(spec, timezone).describe()
+    except InvalidScheduleError:
+        return spec

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from relay.errors import InvalidScheduleError
+from relay.errors import InvalidJobError, InvalidScheduleError, ScheduleNotFoundError
 from relay.jobs.cron import ScheduleSpec, parse_spec
 from relay.jobs.document import parse_job_document
 from relay.jobs.json_values import json_type
@@ -108,7 +108,10 @@ def schedule_from_document(doc: object, *, path: str = "") -> ScheduleDefinition
         job = parse_job_document(doc["job"], path=where("job"))
     else:
         payload = _command_payload(doc["command"], where("command"))
-        job = parse_job_document({"type": "shell", "payload": payload})
+        try:
+            job = parse_job_document({"type": "shell", "payload": payload})
+        except InvalidJobError as exc:  # the document says "command", not "payload.command"
+            raise InvalidScheduleError(where("command"), exc.message) from None
     return define(name, spec.text, job, timezone=spec.timezone, catch_up=catch_up)
 
 
@@ -135,10 +138,13 @@ async def save(storage: Schedules, definitions: list[ScheduleDefinition], now: d
 
 
 async def set_paused(storage: Schedules, name: str, paused: bool, now: datetime) -> Schedule:
-    """Pause, or resume from the next tick after ``now``: ticks that passed while paused are not run."""
-    next_run_at = None
-    if not paused:
-        current = await storage.schedule_get(name)
-        if current is not None:
-            next_run_at = parse_spec(current.spec, current.timezone).next_after(now)
+    """Pause, or resume from the next tick after ``now``: ticks that passed while paused are not run.
+    A schedule already in that state is left as it is (resuming a running one must not skip a tick
+    that is due). Raises ``ScheduleNotFoundError``."""
+    current = await storage.schedule_get(name)
+    if current is None:
+        raise ScheduleNotFoundError(name)
+    if current.paused == paused:
+        return current
+    next_run_at = None if paused else parse_spec(current.spec, current.timezone).next_after(now)
     return await storage.schedule_set_paused(name, paused, next_run_at)

@@ -11,10 +11,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from relay.errors import InvalidFieldError, InvalidLimitError
-from relay.jobs.cron import parse_spec
+from relay.errors import InvalidLimitError
 from relay.jobs.limits import format_rate, parse_limits
-from relay.types import JSON, CatchUp, JobState, OrderingDead, QueueInfo, QueueLimits, RateLimit, Schedule
+from relay.types import JSON, CatchUp, JobState, OrderingDead, QueueInfo, QueueLimits, RateLimit
 
 LIMIT_FIELDS = ("rate", "burst", "key_rate", "key_burst", "concurrency", "key_concurrency", "ordering_dead")
 _COUNT_FIELDS = frozenset({"burst", "key_burst", "concurrency", "key_concurrency"})
@@ -175,11 +174,3 @@ def check_limits(values: Mapping[str, str]) -> tuple[QueueLimits | None, dict[st
             continue
         return (None if errors else limits), errors
     return None, errors
-
-
-def describe(schedule: Schedule) -> str:
-    """The schedule's spec in words; the spec itself when storage holds one this version cannot read."""
-    try:
-        return parse_spec(schedule.spec, schedule.timezone).describe()
-    except InvalidFieldError:
-        return schedule.spec

@@ -18,12 +18,13 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from relay.client.wire import job_to_json
+from relay.jobs.cron import describe_spec
 from relay.jobs.models import QUEUE_PATTERN
 from relay.server.access import job_for, readable_queues
 from relay.server.auth import forbidden, require, require_all
 from relay.server.dashboard.chains import find_children
 from relay.server.dashboard.context import DashboardContext, context_of, grants_of
-from relay.server.dashboard.flow import CATCH_UP_WORDS, compact_parts, describe, form_values, limits_view
+from relay.server.dashboard.flow import CATCH_UP_WORDS, compact_parts, form_values, limits_view
 from relay.server.dashboard.render import page
 from relay.server.dashboard.throughput import only
 from relay.server.errors import ApiError
@@ -292,7 +293,7 @@ async def queue_page(request: Request) -> HTMLResponse:
 def schedule_row(schedule: Schedule) -> dict[str, Any]:
     return {
         "schedule": schedule,
-        "description": describe(schedule),
+        "description": describe_spec(schedule.spec, schedule.timezone),
         "catch_up": CATCH_UP_WORDS[schedule.catch_up],
     }
 

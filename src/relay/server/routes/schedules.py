@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from relay.client.wire import schedule_to_json
 from relay.errors import InvalidScheduleError, ScheduleNotFoundError
-from relay.jobs.cron import parse_spec
+from relay.jobs.cron import describe_spec
 from relay.runtime import schedules
 from relay.server.auth import forbidden, require
 from relay.server.enqueue import check_job
@@ -29,20 +29,11 @@ from relay.storage.base import Storage
 from relay.types import JSON, Schedule
 
 router = APIRouter(prefix="/api/v1", tags=["schedules"])
-ScheduleName = Annotated[str, Path(min_length=1, max_length=128, pattern=schedules.NAME_PATTERN.pattern)]
-
-
-def describe(schedule: Schedule) -> str:
-    """The schedule's spec in words; the spec itself if this machine cannot parse it any more (a
-    timezone its tzdata no longer knows)."""
-    try:
-        return parse_spec(schedule.spec, schedule.timezone).describe()
-    except InvalidScheduleError:
-        return schedule.spec
+ScheduleName = Annotated[str, Path(min_length=1, max_length=255, pattern=schedules.NAME_PATTERN.pattern)]
 
 
 def schedule_json(schedule: Schedule) -> dict[str, JSON]:
-    return schedule_to_json(schedule) | {"description": describe(schedule)}
+    return schedule_to_json(schedule) | {"description": describe_spec(schedule.spec, schedule.timezone)}
 
 
 async def schedule_for(storage: Storage, grants: Grants, action: Action, name: str) -> Schedule:
