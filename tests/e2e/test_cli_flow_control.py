@@ -150,7 +150,8 @@ def test_worker_defines_the_schedules_of_flags_and_the_settings_file(
     relay_cli: RelayCLI, tmp_path: Path, wait_until: Wait
 ) -> None:
     (tmp_path / "relay.toml").write_text(
-        '[[schedules]]\nname = "from-file"\nschedule = "@daily"\ntimezone = "Asia/Tokyo"\ncommand = "/bin/true"\n'
+        '[[schedules]]\nname = "from-file"\nschedule = "@daily"\n'
+        'timezone = "Asia/Tokyo"\ncommand = "/bin/true"\n'
     )
     worker = relay_cli.start("worker", "--schedule", "ping=every 30s /bin/echo ping", env=FAST)
 
