@@ -290,7 +290,8 @@ EMPTY = """
     SELECT pg_terminate_backend(pid) FROM pg_stat_activity
     WHERE datname = current_database() AND pid <> pg_backend_pid();
     SET lock_timeout = '10s';
-    TRUNCATE relay.jobs, relay.job_logs, relay.queues, relay.workers, relay.leaders RESTART IDENTITY;
+    TRUNCATE relay.jobs, relay.job_logs, relay.queues, relay.workers, relay.leaders, relay.rate_buckets,
+        relay.schedules RESTART IDENTITY;
 """
 
 

@@ -1,29 +1,44 @@
-"""What operators use: get, list, cancel, requeue, purge, logs, queues, workers (rules 10-18).
+"""What operators use: get, list, cancel, requeue, purge, logs, queues, limits, workers (rules 10-18).
 
 Each function runs on the backend's loop with a pooled autocommit connection; every change is one
 statement. Where a change is refused (cancel of a final job, requeue of a running one) the statement
-changes nothing and returns nothing, and a read of the job's state says why.
+changes nothing and returns nothing, and a read of the job's state says why. Cancel, requeue and purge
+keep the ordering rule in the same statement (relay.release_next, see queries.sql).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection
 
 from relay.errors import InvalidTransitionError, JobNotFoundError
+from relay.storage.flow_control import Bucket, tokens_now
 from relay.storage.params import JobPage, ListParams, LogParams, PurgeParams, RequeueParams
 from relay.storage.postgres.rows import (
     SEQ,
+    TABLE_COLUMNS,
     job_from_row,
     log_line_from_row,
+    utc,
     worker_from_row,
     worker_params,
 )
 from relay.storage.postgres.sql import Q
-from relay.types import Job, JobState, LogLine, QueueInfo, WorkerInfo
+from relay.storage.sql_rows import Row
+from relay.types import (
+    Job,
+    JobState,
+    LogLine,
+    OrderingDead,
+    QueueInfo,
+    QueueLimits,
+    RateLimit,
+    WorkerInfo,
+)
 
 Conn = AsyncConnection[Any]
 
@@ -88,10 +103,20 @@ async def requeue_jobs(conn: Conn, now: datetime | None, p: RequeueParams) -> li
         row = await cur.fetchone()
         if row is None:
             raise InvalidTransitionError(p.job_id, (await _state_of(conn, p.job_id)).value, "requeue")
-        return [job_from_row(row)]
+        return _requeued([row])
     params = {"states": [s.value for s in p.states], "queue": p.queue, "now": now}
     cur = await conn.execute(Q["job_requeue_many"], params)
-    return [job_from_row(r) for r in await cur.fetchall()]  # by seq
+    return _requeued(await cur.fetchall())  # by seq
+
+
+_RELEASED = len(TABLE_COLUMNS)  # after the job's columns: the ids of the jobs the statement released
+
+
+def _requeued(rows: list[Row]) -> list[Job]:
+    """Requeued jobs as they end up: held in line, unless the statement released them at once."""
+    released = set(rows[0][_RELEASED] or ()) if rows else set()
+    jobs = [job_from_row(r) for r in rows]
+    return [replace(job, held=False) if job.held and job.id in released else job for job in jobs]
 
 
 async def _state_of(conn: Conn, job_id: str) -> JobState:
@@ -120,25 +145,63 @@ async def job_logs(conn: Conn, now: datetime | None, p: LogParams) -> list[LogLi
 
 
 async def list_queues(conn: Conn, now: datetime | None) -> list[QueueInfo]:
-    """Rule 16: one row per (queue, state) present, folded into one QueueInfo per queue."""
-    cur = await conn.execute(Q["queue_list"])
-    queues: dict[str, tuple[bool, dict[JobState, int]]] = {}
-    oldest: dict[str, datetime] = {}
-    for name, paused, state, n, oldest_pending in await cur.fetchall():
-        counts = queues.setdefault(name, (paused, dict.fromkeys(JobState, 0)))[1]
+    """Rule 16: one row per (queue, state) present, folded into one QueueInfo per queue, with its limits
+    and what its queue-wide bucket holds now (the same maths as every other backend's)."""
+    cur = await conn.execute(Q["queue_list"], {"now": now})
+    infos: dict[str, QueueInfo] = {}
+    for row in await cur.fetchall():
+        name, paused, state, n, oldest_pending = row[:5]
+        info = infos.get(name)
+        if info is None:
+            limits = _limits_of(row)
+            counts = dict.fromkeys(JobState, 0)
+            info = infos[name] = QueueInfo(name, paused, counts, None, limits, _tokens(row, limits))
         if state is not None:
-            counts[JobState(state)] = n
+            info.counts[JobState(state)] = n
         if oldest_pending is not None:
-            oldest[name] = oldest_pending
-    return [
-        QueueInfo(name=name, paused=paused, counts=counts, oldest_pending_at=oldest.get(name))
-        for name, (paused, counts) in queues.items()
-    ]
+            infos[name] = replace(info, oldest_pending_at=utc(oldest_pending))
+    return list(infos.values())
+
+
+def _limits_of(row: Row) -> QueueLimits:
+    """From queue_list's ``rate, rate_burst, key_rate, key_rate_burst, concurrency, key_concurrency,
+    ordering_dead`` (columns 5 to 11)."""
+    rate, burst, key_rate, key_burst, concurrency, key_concurrency, ordering_dead = row[5:12]
+    return QueueLimits(
+        rate=None if rate is None else RateLimit(rate, burst),
+        key_rate=None if key_rate is None else RateLimit(key_rate, key_burst),
+        concurrency=concurrency,
+        key_concurrency=key_concurrency,
+        ordering_dead=OrderingDead(ordering_dead),
+    )
+
+
+def _tokens(row: Row, limits: QueueLimits) -> float | None:
+    """What the queue-wide bucket holds at the query's now (columns 12 to 14: tokens, at, now)."""
+    if limits.rate is None:
+        return None
+    tokens, at, when = row[12:15]
+    return tokens_now(None if tokens is None else Bucket(tokens, at), limits.rate, when)
 
 
 async def set_paused(conn: Conn, now: datetime | None, name: str, paused: bool) -> None:
     """Rule 17: an unknown queue becomes known."""
     await conn.execute(Q["queue_set_paused"], {"name": name, "paused": paused})
+
+
+async def set_limits(conn: Conn, now: datetime | None, name: str, limits: QueueLimits) -> None:
+    """An unknown queue becomes known; ``NO_LIMITS`` clears them (every column NULL but ordering_dead)."""
+    params = {
+        "name": name,
+        "rate": None if limits.rate is None else limits.rate.rate,
+        "rate_burst": None if limits.rate is None else limits.rate.burst,
+        "key_rate": None if limits.key_rate is None else limits.key_rate.rate,
+        "key_rate_burst": None if limits.key_rate is None else limits.key_rate.burst,
+        "concurrency": limits.concurrency,
+        "key_concurrency": limits.key_concurrency,
+        "ordering_dead": limits.ordering_dead.value,
+    }
+    await conn.execute(Q["queue_limits_set"], params)
 
 
 # -- workers -------------------------------------------------------------------------------------

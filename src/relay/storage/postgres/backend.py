@@ -2,10 +2,12 @@
 
 Every public method hops to the backend's own event loop (:mod:`.loop`), where the connection pool, the
 LISTEN connection and the leader connection live, and runs one small function of :mod:`.writes`,
-:mod:`.maintenance` or :mod:`.admin` there with a pooled connection. The SQL is in ``queries.sql``; those
-functions only bind parameters and map rows. Wake-ups are LISTEN/NOTIFY (:mod:`.notifier`), leadership is
-a table term backed by an advisory lock (:mod:`.leader`), and :meth:`PostgresStorage.insert_with_connection`
-enqueues inside a caller's own transaction (:mod:`.transactional`).
+:mod:`.maintenance`, :mod:`.admin` or :mod:`.schedules` there with a pooled connection. The SQL is in
+``queries.sql``; those functions only bind parameters and map rows. Wake-ups are LISTEN/NOTIFY
+(:mod:`.notifier`), leadership is a table term backed by an advisory lock (:mod:`.leader`), and
+:meth:`PostgresStorage.insert_with_connection` enqueues inside a caller's own transaction
+(:mod:`.transactional`). Flow control (limits, ordering keys, unique windows) lives in the SQL: see
+``job_claim`` / ``relay.claim_limited``, ``relay.release_next`` and ``job_insert``.
 
 Connections per process: at most ``pool_size`` pooled ones, plus one LISTEN connection, plus one leader
 connection once the process takes part in leader elections.
@@ -21,6 +23,7 @@ import concurrent.futures
 import contextlib
 import threading
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 from psycopg import AsyncConnection, Connection
@@ -30,6 +33,7 @@ from relay.errors import StorageUnavailableError
 from relay.storage.local_notifier import LocalNotifier
 from relay.storage.params import (
     Capabilities,
+    ClaimedJobs,
     ClaimParams,
     FinishItem,
     FinishResult,
@@ -45,15 +49,19 @@ from relay.storage.params import (
     PurgeParams,
     ReapResult,
     RequeueParams,
+    ScheduleDue,
+    ScheduleFire,
+    ScheduleFireResult,
+    ScheduleParams,
 )
-from relay.storage.postgres import admin, maintenance, transactional, writes
+from relay.storage.postgres import admin, maintenance, schedules, transactional, writes
 from relay.storage.postgres.database import CONNECTION_ERRORS, Database, connection_kwargs, unavailable
 from relay.storage.postgres.inserts import InsertBatch
 from relay.storage.postgres.leader import LeaderLocks
 from relay.storage.postgres.notifier import Listener, notify_payload
 from relay.storage.postgres.options import parse_options
 from relay.storage.postgres.sql import Q
-from relay.types import Job, JobState, LogLine, NewJob, QueueInfo, WorkerInfo
+from relay.types import Job, JobState, LogLine, NewJob, QueueInfo, QueueLimits, Schedule, WorkerInfo
 
 T = TypeVar("T")
 
@@ -79,6 +87,7 @@ class PostgresStorage:
         self._listener: Listener | None = None  # these three live on the backend's loop
         self._listen_task: asyncio.Task[None] | None = None
         self._leader: LeaderLocks | None = None
+        self._limited: set[tuple[str, ...]] = set()  # queue lists seen limited (writes.claim_jobs; loop)
 
     @property
     def capabilities(self) -> Capabilities:
@@ -153,10 +162,10 @@ class PostgresStorage:
         self._waiters.notify_threadsafe(list({r.job.queue for r in results if r.created}))
         return results
 
-    async def job_claim(self, p: ClaimParams) -> list[Job]:
+    async def job_claim(self, p: ClaimParams) -> ClaimedJobs:
         if p.limit <= 0 or not p.queues or not p.kinds:
-            return []
-        return await self._db.run(lambda conn, now: writes.claim_jobs(conn, now, p))
+            return ClaimedJobs()
+        return await self._db.run(lambda conn, now: writes.claim_jobs(conn, now, p, self._limited))
 
     async def job_heartbeat_many(self, items: Sequence[HeartbeatItem]) -> HeartbeatResult:
         if not items:
@@ -205,6 +214,9 @@ class PostgresStorage:
         if p.limit <= 0 or not p.states:
             return 0
         return await self._db.run(lambda conn, now: maintenance.prune(conn, now, p), idempotent=True)
+
+    async def rate_buckets_prune(self) -> int:
+        return await self._db.run(maintenance.prune_buckets, idempotent=True)
 
     async def leader_elect(self, p: LeaderParams) -> bool:
         return await self._db.loop.call(self._leader_call(lambda leader: leader.elect(p, self._db.now())))
@@ -265,6 +277,38 @@ class PostgresStorage:
     async def queue_resume(self, name: str) -> None:
         await self._db.run(lambda conn, now: admin.set_paused(conn, now, name, False), idempotent=True)
         self._waiters.notify_threadsafe([name])  # its waiting jobs may be claimed again
+
+    async def queue_limits_set(self, name: str, limits: QueueLimits) -> None:
+        await self._db.run(lambda conn, now: admin.set_limits(conn, now, name, limits), idempotent=True)
+        self._waiters.notify_threadsafe([name])  # looser limits may let waiting jobs through
+
+    # -- schedules ------------------------------------------------------------------------------
+
+    async def schedule_upsert(self, p: ScheduleParams) -> Schedule:
+        return await self._db.run(lambda conn, now: schedules.upsert(conn, now, p), idempotent=True)
+
+    async def schedule_get(self, name: str) -> Schedule | None:
+        return await self._db.run(lambda conn, now: schedules.get(conn, now, name), idempotent=True)
+
+    async def schedule_list(self) -> list[Schedule]:
+        return await self._db.run(schedules.list_all, idempotent=True)
+
+    async def schedule_remove(self, name: str) -> bool:
+        return await self._db.run(lambda conn, now: schedules.remove(conn, now, name))
+
+    async def schedule_set_paused(self, name: str, paused: bool, next_run_at: datetime | None) -> Schedule:
+        return await self._db.run(
+            lambda conn, now: schedules.set_paused(conn, now, name, paused, next_run_at), idempotent=True
+        )
+
+    async def schedule_due(self, limit: int = 100) -> ScheduleDue:
+        return await self._db.run(lambda conn, now: schedules.due(conn, now, limit), idempotent=True)
+
+    async def schedule_fire(self, p: ScheduleFire) -> ScheduleFireResult:
+        result = await self._db.run(lambda conn, now: schedules.fire(conn, now, p))
+        if result.job is not None:
+            self._waiters.notify_threadsafe([result.job.queue])
+        return result
 
     async def worker_heartbeat(self, info: WorkerInfo) -> None:
         await self._db.run(lambda conn, now: admin.upsert_worker(conn, now, info), idempotent=True)

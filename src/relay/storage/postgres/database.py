@@ -32,9 +32,8 @@ from relay.errors import StorageUnavailableError
 from relay.storage.loop_thread import LoopThread
 from relay.storage.postgres import migrate
 from relay.storage.postgres.options import PostgresOptions
-from relay.storage.postgres.rows import use_orjson
+from relay.storage.postgres.rows import TABLE_COLUMNS, use_orjson
 from relay.storage.postgres.sql import Q
-from relay.storage.sql_rows import JOB_COLUMNS
 
 T = TypeVar("T")
 Conn = AsyncConnection[Any]
@@ -133,7 +132,7 @@ class Database:
             return tuple(name for (name,) in await cur.fetchall())
 
         found = await self.execute(columns, idempotent=True)
-        if found != JOB_COLUMNS:
+        if found != TABLE_COLUMNS:
             raise StorageUnavailableError(f"unexpected relay.jobs table in PostgreSQL: columns {found}")
 
     # -- running work ---------------------------------------------------------------------------

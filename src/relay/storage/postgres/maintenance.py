@@ -1,4 +1,5 @@
-"""The leader's duties: reap expired leases, promote due jobs, prune (semantics.md rules 6-8).
+"""The leader's duties: reap expired leases, promote due jobs, prune jobs and full token buckets
+(semantics.md rules 6-8).
 
 Each is one statement on a pooled autocommit connection (queries.sql), safe to run again: a second run
 finds nothing left to do. Leader election itself is in :mod:`.leader`.
@@ -51,3 +52,9 @@ async def prune(conn: Conn, now: datetime | None, p: PruneParams) -> int:
     cur = await conn.execute(Q["job_prune"], params)
     row = await cur.fetchone()
     return 0 if row is None else int(row[0])
+
+
+async def prune_buckets(conn: Conn, now: datetime | None) -> int:
+    """Token buckets full again (the same as none) or of limits removed; returns how many."""
+    cur = await conn.execute(Q["rate_buckets_prune"], {"now": now})
+    return cur.rowcount

@@ -1,7 +1,7 @@
 """Between Python values and PostgreSQL rows and parameters.
 
 A ``relay.jobs`` row is read positionally, in the column order of ``schema.sql`` (the backend checks that
-order when it opens a database, see :data:`JOB_COLUMNS`). psycopg already turns timestamptz into aware
+order when it opens a database, see :data:`TABLE_COLUMNS`). psycopg already turns timestamptz into aware
 datetimes and ``json`` into Python values (with orjson, see :func:`use_orjson`); this module only builds
 the :class:`Job`. Batches go to PostgreSQL as one JSON array per column ("columnar", :func:`json_array`),
 which the queries unnest.
@@ -13,8 +13,8 @@ PostgreSQL text cannot hold NUL characters: JSON values travel as JSON text, whe
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -22,9 +22,10 @@ from psycopg.abc import AdaptContext, Buffer
 from psycopg.adapt import Loader
 
 from relay.errors import InvalidJobError
+from relay.storage.sql_rows import JOB_COLUMNS, Row
 from relay.storage.sql_rows import KINDS as _KINDS
 from relay.storage.sql_rows import STATES as _STATES
-from relay.storage.sql_rows import Row
+from relay.storage.sql_rows import UNIQUE_WHILE as _UNIQUE_WHILE
 from relay.storage.sql_rows import backoff as _backoff
 from relay.types import (
     JSON,
@@ -33,10 +34,16 @@ from relay.types import (
     JobState,
     LogLine,
     NewJob,
+    UniqueWhile,
     WorkerInfo,
 )
 
 SEQ, ID, IDEMPOTENCY_KEY = 0, 1, 23
+
+#: relay.jobs as PostgreSQL has it: the columns both SQL backends share, then PostgreSQL's own
+#: (``dead_blocks``: a dead job that keeps its ordering key held; see migration 0003). A ``SELECT *`` row
+#: has them all; queries that add columns of their own add them after these.
+TABLE_COLUMNS = (*JOB_COLUMNS, "dead_blocks")
 
 
 def use_orjson(context: AdaptContext) -> None:
@@ -57,17 +64,18 @@ class _OrjsonLoader(Loader):
         return orjson.loads(data)
 
 
-def _utc(when: datetime) -> datetime:
+def utc(when: datetime) -> datetime:
     """The same instant in UTC (a caller's connection may use another TimeZone)."""
     return when if when.tzinfo is UTC else when.astimezone(UTC)
 
 
 def _utc_or_none(when: datetime | None) -> datetime | None:
-    return None if when is None else _utc(when)
+    return None if when is None else utc(when)
 
 
 def job_from_row(r: Row) -> Job:
-    """A :class:`Job` from a row in :data:`JOB_COLUMNS` order (extra trailing columns are ignored)."""
+    """A :class:`Job` from a row in :data:`TABLE_COLUMNS` order (``dead_blocks`` and extra trailing
+    columns are ignored)."""
     return Job(
         id=r[1],
         queue=r[2],
@@ -79,9 +87,9 @@ def job_from_row(r: Row) -> Job:
         backoff=_backoff(r[8], r[9], r[10]),
         timeout=r[11],
         lease=r[12],
-        run_at=_utc(r[13]),
-        created_at=_utc(r[14]),
-        updated_at=_utc(r[15]),
+        run_at=utc(r[13]),
+        created_at=utc(r[14]),
+        updated_at=utc(r[15]),
         started_at=_utc_or_none(r[16]),
         finished_at=_utc_or_none(r[17]),
         lease_token=r[18],
@@ -99,6 +107,12 @@ def job_from_row(r: Row) -> Job:
         checkpoint=r[30],
         result=r[31],
         errors=tuple(AttemptError.from_json(e) for e in r[32]) if r[32] else (),
+        rate_key=r[33],
+        concurrency_key=r[34],
+        ordering_key=r[35],
+        held=r[36],
+        unique_until=_utc_or_none(r[37]),
+        unique_while=_UNIQUE_WHILE[r[38]],
     )
 
 
@@ -107,7 +121,7 @@ def claim_order(r: Row) -> tuple[int, datetime, int]:
     return (-r[5], r[13], r[0])
 
 
-def insert_params(specs: Sequence[NewJob], ids: Sequence[str]) -> dict[str, str]:
+def insert_params(specs: Sequence[NewJob], ids: Sequence[str], flow: bool) -> dict[str, str]:
     """The ``job_insert`` parameters of ``specs`` (with their final ``ids``): one JSON array per column.
 
     Why JSON text rather than typed arrays: orjson writes a whole column in one C call, while psycopg
@@ -115,8 +129,10 @@ def insert_params(specs: Sequence[NewJob], ids: Sequence[str]) -> dict[str, str]
     the client, for about 10 ms more on the server, which parses the JSON). Nested values (payload,
     tags, metadata, checkpoint, chains) travel as JSON inside the array, and the query keeps their text
     as written. Integers are coerced, since the query casts their text to ``integer`` (``2.0`` would
-    not parse)."""
+    not parse). The flow-control columns are empty arrays unless ``flow`` (some job of the batch uses a
+    flow-control field): the query reads them as NULL, and the batch costs what it cost before."""
     return {
+        **(_flow_params(specs) if flow else _NO_FLOW),
         "id": json_array(ids),
         "queue": json_array([s.queue for s in specs]),
         "kind": json_array([s.kind.value for s in specs]),
@@ -138,6 +154,31 @@ def insert_params(specs: Sequence[NewJob], ids: Sequence[str]) -> dict[str, str]
         "metadata": json_array([s.metadata for s in specs]),
         "checkpoint": json_array([s.checkpoint for s in specs]),
     }
+
+
+_FLOW_COLUMNS = ("rate_key", "concurrency_key", "ordering_key", "unique_for", "unique_while")
+_NO_FLOW = dict.fromkeys(_FLOW_COLUMNS, "[]")
+
+
+def _flow_params(specs: Sequence[NewJob]) -> dict[str, str]:
+    return {
+        "rate_key": json_array([s.rate_key for s in specs]),
+        "concurrency_key": json_array([s.concurrency_key for s in specs]),
+        "ordering_key": json_array([s.ordering_key for s in specs]),
+        "unique_for": json_array([s.unique_for for s in specs]),
+        "unique_while": json_array([s.unique_while.value for s in specs]),
+    }
+
+
+def uses_flow_control(spec: NewJob) -> bool:
+    """Whether a job sets any flow-control field (then its batch sends those columns)."""
+    return (
+        spec.ordering_key is not None
+        or spec.rate_key is not None
+        or spec.concurrency_key is not None
+        or spec.unique_for is not None
+        or spec.unique_while is not UniqueWhile.STORED
+    )
 
 
 def json_array(values: Sequence[Any]) -> str:
@@ -172,26 +213,32 @@ def _has_nul(value: JSON) -> bool:
 @dataclass(frozen=True, slots=True)
 class Inserted:
     """What ``job_insert`` answers for a whole batch, in one row: the time of the insert, which of the
-    jobs with an idempotency key were inserted (the others found their key taken), and the ``run_at``
-    of every inserted job that does not start at that time. Everything else is what was sent."""
+    jobs with an idempotency key were inserted (the others found their key taken), the ``run_at`` of
+    every inserted job that does not start at that time, the keys whose hold lapsed (then nothing was
+    inserted), and the held jobs released. Everything else is what was sent."""
 
     now: datetime
     keyed: frozenset[str]
     run_at: dict[str, datetime]
+    lapsed: list[str]
+    released: frozenset[str]
 
     @classmethod
     def of(cls, row: Row) -> Inserted:
-        """From ``now, keyed ids, delayed ids, their run_at`` (NULL arrays when none)."""
-        now, keyed, delayed, run_at = row[0], row[1], row[2], row[3]
+        """From ``now, keyed ids, delayed ids, their run_at, lapsed keys, released ids`` (NULL arrays
+        when none)."""
+        now, keyed, delayed, run_at, lapsed, released = row[0], row[1], row[2], row[3], row[4], row[5]
         return cls(
-            _utc(now),
+            utc(now),
             frozenset(keyed or ()),
-            {} if delayed is None else {i: _utc(when) for i, when in zip(delayed, run_at, strict=True)},
+            {} if delayed is None else {i: utc(when) for i, when in zip(delayed, run_at, strict=True)},
+            list(lapsed or ()),
+            frozenset(released or ()),
         )
 
 
 def inserted_jobs(
-    specs: Sequence[NewJob], ids: Sequence[str], params: dict[str, str], answer: Inserted
+    specs: Sequence[NewJob], ids: Sequence[str], params: dict[str, str], answer: Inserted, flow: bool
 ) -> list[Job]:
     """The jobs ``job_insert`` stored from ``specs`` (all of them, whether inserted or not: the caller
     picks), built from what was sent and the database's answer, not read back.
@@ -231,7 +278,27 @@ def inserted_jobs(
                 checkpoint=checkpoints[i],
             )
         )
-    return jobs
+    return _with_flow(jobs, specs, answer) if flow else jobs
+
+
+def _with_flow(jobs: list[Job], specs: Sequence[NewJob], answer: Inserted) -> list[Job]:
+    """The jobs with their flow-control fields, as ``job_insert`` stored them: a job with an ordering key
+    is held unless it was released, and ``unique_until`` is rounded to microseconds the way PostgreSQL
+    multiplies an interval (``rint``, half to even, as ``round``)."""
+    return [
+        replace(
+            job,
+            rate_key=spec.rate_key,
+            concurrency_key=spec.concurrency_key,
+            ordering_key=spec.ordering_key,
+            held=spec.ordering_key is not None and job.id not in answer.released,
+            unique_until=None
+            if spec.unique_for is None
+            else answer.now + timedelta(microseconds=round(1_000_000 * spec.unique_for)),
+            unique_while=spec.unique_while,
+        )
+        for job, spec in zip(jobs, specs, strict=True)
+    ]
 
 
 def _chains(chains: list[NewJob | None], sent: str) -> list[NewJob | None]:
@@ -249,7 +316,7 @@ def log_text(text: str) -> str:
 
 def log_line_from_row(r: Row) -> LogLine:
     """From ``job_id, seq, attempt, stream, text, at``."""
-    return LogLine(job_id=r[0], seq=r[1], attempt=r[2], stream=r[3], text=r[4], at=_utc(r[5]))
+    return LogLine(job_id=r[0], seq=r[1], attempt=r[2], stream=r[3], text=r[4], at=utc(r[5]))
 
 
 def worker_params(info: WorkerInfo) -> dict[str, Any]:
@@ -273,7 +340,7 @@ def worker_from_row(r: Row) -> WorkerInfo:
         pid=r[2],
         queues=tuple(r[3]),
         concurrency=r[4],
-        started_at=_utc(r[5]),
-        last_heartbeat_at=_utc(r[6]),
+        started_at=utc(r[5]),
+        last_heartbeat_at=utc(r[6]),
         running=tuple(r[7]),
     )

@@ -7,6 +7,11 @@ that wakes workers is sent in that same transaction, so PostgreSQL delivers it o
 The insert runs inside a SAVEPOINT: if it fails (a taken client id), only the savepoint is rolled back
 and the caller's transaction stays usable. On a connection in autocommit mode with no transaction open
 there is no caller transaction to join, so the jobs are inserted in a transaction of their own.
+
+Flow control applies as everywhere (the same statements, :mod:`.inserts`): lapsed idempotency keys are
+taken over inside the caller's transaction, and a job with an ordering key is held or released under its
+key's lock, which stays taken until the caller commits or rolls back (other inserts and outcomes of that
+key wait for it meanwhile: keep such transactions short).
 """
 
 from __future__ import annotations
@@ -45,13 +50,13 @@ def insert_with_connection(
     if _own_transaction(conn):
         try:
             with conn.transaction():
-                return insert_sync(conn, now, batch)
+                return insert_sync(conn, now, batch, in_transaction=True)
         except IdTaken:
             raise duplicate_sync(conn, batch) from None
     # Not autocommit: psycopg opens the caller's transaction (if not open yet) before the SAVEPOINT.
     conn.execute(Q["savepoint"])
     try:
-        results = insert_sync(conn, now, batch)
+        results = insert_sync(conn, now, batch, in_transaction=True)
     except IdTaken:
         conn.execute(Q["savepoint_rollback"])
         raise duplicate_sync(conn, batch) from None
@@ -71,12 +76,12 @@ async def insert_with_connection_async(
     if _own_transaction(conn):
         try:
             async with conn.transaction():
-                return await insert_async(conn, now, batch)
+                return await insert_async(conn, now, batch, in_transaction=True)
         except IdTaken:
             raise await duplicate_async(conn, batch) from None
     await conn.execute(Q["savepoint"])
     try:
-        results = await insert_async(conn, now, batch)
+        results = await insert_async(conn, now, batch, in_transaction=True)
     except IdTaken:
         await conn.execute(Q["savepoint_rollback"])
         raise await duplicate_async(conn, batch) from None

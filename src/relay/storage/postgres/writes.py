@@ -16,6 +16,7 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from relay.storage.params import (
+    ClaimedJobs,
     ClaimParams,
     FinishItem,
     FinishResult,
@@ -25,9 +26,9 @@ from relay.storage.params import (
     LogAppend,
 )
 from relay.storage.postgres.inserts import IdTaken, InsertBatch, duplicate_async, insert_async
-from relay.storage.postgres.rows import claim_order, job_from_row, json_array, log_text
+from relay.storage.postgres.rows import SEQ, claim_order, job_from_row, json_array, log_text
 from relay.storage.postgres.sql import Q
-from relay.types import Job, JobState, Outcome
+from relay.types import JobState, Outcome
 
 Conn = AsyncConnection[Any]
 
@@ -41,20 +42,50 @@ async def insert_jobs(conn: Conn, now: datetime | None, batch: InsertBatch) -> l
         raise await duplicate_async(conn, batch) from None
 
 
-async def claim_jobs(conn: Conn, now: datetime | None, p: ClaimParams) -> list[Job]:
+#: A claim through relay.claim_limited passes over at most this many due jobs that a key's limit refuses
+#: (key_concurrency, key_rate) before it stops and returns what it took. Jobs of a queue whose own
+#: limit is spent are not read at all (the walk leaves the queue out).
+MAX_PASSED = 1000
+_MAX_HINTS = 1024  # queue lists remembered as limited (a process serves a handful)
+
+
+async def claim_jobs(
+    conn: Conn, now: datetime | None, p: ClaimParams, limited: set[tuple[str, ...]]
+) -> ClaimedJobs:
     """Rule 2: one statement picks (SKIP LOCKED), marks and returns the jobs; sorted here, since
-    RETURNING promises no order."""
+    RETURNING promises no order.
+
+    A list of queues of which one is limited is claimed by ``job_claim_limited`` instead, which
+    ``job_claim`` says (claiming nothing) when it meets one. ``limited`` remembers such lists, so that
+    their next claims go there at once (one round trip); ``job_claim_limited`` says when a list is no
+    longer limited, and it is forgotten. Either way the database decides: this is only a shortcut.
+    """
+    queues = list(dict.fromkeys(p.queues))  # a repeated queue would be walked twice
     params = {
         "now": now,
-        "queues": json_array(list(dict.fromkeys(p.queues))),  # a repeated queue would be walked twice
+        "queues": json_array(queues),
         "kinds": json_array([k.value for k in p.kinds]),
         "limit": p.limit,
         "worker_id": p.worker_id,
     }
-    cur = await conn.execute(Q["job_claim"], params)
+    hint = tuple(queues)
+    if hint not in limited:
+        cur = await conn.execute(Q["job_claim"], params)
+        rows = await cur.fetchall()
+        if not rows[0][-1]:  # no limited queue named (the flag of every row)
+            if rows[0][SEQ] is None:  # the one row of a claim that took nothing
+                return ClaimedJobs()
+            rows.sort(key=claim_order)
+            return ClaimedJobs([job_from_row(r) for r in rows])
+        if len(limited) < _MAX_HINTS:
+            limited.add(hint)
+    cur = await conn.execute(Q["job_claim_limited"], {**params, "max_passed": MAX_PASSED})
     rows = await cur.fetchall()
-    rows.sort(key=claim_order)
-    return [job_from_row(r) for r in rows]
+    *claimed, last = rows  # the last row: no job, the retry_after and whether a queue was limited
+    if not last[-1]:
+        limited.discard(hint)
+    claimed.sort(key=claim_order)
+    return ClaimedJobs([job_from_row(r) for r in claimed], last[-2])
 
 
 async def heartbeat_jobs(conn: Conn, now: datetime | None, items: Sequence[HeartbeatItem]) -> HeartbeatResult:
