@@ -21,6 +21,9 @@ JOB_COLUMNS = (
     "on_failure", "tags", "metadata", "checkpoint", "result", "errors",
     # flow control (migration 0002 on SQLite, 0003 on PostgreSQL): appended, as ALTER TABLE adds them
     "rate_key", "concurrency_key", "ordering_key", "held", "unique_until", "unique_while",
+    # storage's own, not a Job field: a dead job that keeps its ordering key held (it died while its
+    # queue's ordering_dead was "block"; decided when it dies)
+    "dead_blocks",
 )  # fmt: skip
 
 Row = tuple[Any, ...]

@@ -40,10 +40,9 @@ from relay.types import (
 
 SEQ, ID, IDEMPOTENCY_KEY = 0, 1, 23
 
-#: relay.jobs as PostgreSQL has it: the columns both SQL backends share, then PostgreSQL's own
-#: (``dead_blocks``: a dead job that keeps its ordering key held; see migration 0003). A ``SELECT *`` row
-#: has them all; queries that add columns of their own add them after these.
-TABLE_COLUMNS = (*JOB_COLUMNS, "dead_blocks")
+#: relay.jobs as PostgreSQL has it: the columns both SQL backends share. A ``SELECT *`` row has them
+#: all; queries that add columns of their own add them after these.
+TABLE_COLUMNS = JOB_COLUMNS
 
 
 def use_orjson(context: AdaptContext) -> None:

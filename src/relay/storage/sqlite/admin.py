@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from relay.errors import InvalidTransitionError, JobNotFoundError
 from relay.storage.params import JobPage, ListParams, LogParams, PurgeParams, RequeueParams
 from relay.storage.sql_rows import dumps
+from relay.storage.sqlite import flow, ordering
 from relay.storage.sqlite.rows import (
     SEQ,
     from_us_or_none,
@@ -69,8 +71,9 @@ def _parse_cursor(cursor: str | None) -> int:
         raise ValueError(f"not a job list cursor: {cursor!r}") from None
 
 
-def cancel_job(conn: sqlite3.Connection, now: datetime, job_id: str) -> Job:
-    """Rule 12."""
+def cancel_job(conn: sqlite3.Connection, now: datetime, job_id: str) -> tuple[Job, list[str]]:
+    """Rule 12; also returns the queues of the held jobs released (a waiting job that was first of
+    its ordering key lets the next one go)."""
     state = _state_of(conn, job_id)
     if state in JobState.waiting():
         query = Q["job_cancel_waiting"]
@@ -78,20 +81,31 @@ def cancel_job(conn: sqlite3.Connection, now: datetime, job_id: str) -> Job:
         query = Q["job_cancel_running"]  # its worker learns at its next heartbeat
     else:
         raise InvalidTransitionError(job_id, state.value, "cancel")
-    return job_from_row(conn.execute(query, {"id": job_id, "now": to_us(now)}).fetchone())
+    job = job_from_row(conn.execute(query, {"id": job_id, "now": to_us(now)}).fetchone())
+    released: list[str] = []
+    if job.ordering_key is not None and job.state is JobState.CANCELLED:
+        released = ordering.release(conn, [(job.queue, job.ordering_key)])
+    return job, released
 
 
 def requeue_jobs(conn: sqlite3.Connection, now: datetime, p: RequeueParams) -> list[Job]:
-    """Rule 13 (the caller checked that ``p.states`` are requeueable)."""
+    """Rule 13 (the caller checked that ``p.states`` are requeueable). A job that was out of its
+    ordering key's line (cancelled, dead under ``continue``) rejoins it, held if the key is busy
+    (:func:`ordering.rejoin`, decided before the jobs move)."""
     if p.job_id is not None:
         state = _state_of(conn, p.job_id)
         if state not in JobState.requeueable():
             raise InvalidTransitionError(p.job_id, state.value, "requeue")
+        ordered = conn.execute(Q["job_requeue_ordered_one"], {"id": p.job_id}).fetchall()
+        held = ordering.rejoin(conn, ordered)
         rows = conn.execute(Q["job_requeue_one"], {"id": p.job_id, "now": to_us(now)}).fetchall()
     else:
         params = {"states": dumps([str(s) for s in p.states]), "queue": p.queue, "now": to_us(now)}
+        ordered = conn.execute(Q["job_requeue_ordered_many"], params).fetchall()
+        held = ordering.rejoin(conn, ordered)
         rows = sorted(conn.execute(Q["job_requeue_many"], params).fetchall())  # by seq
-    return [job_from_row(r) for r in rows]
+    ordering.hold(conn, held)
+    return [replace(job_from_row(r), held=True) if r[SEQ] in held else job_from_row(r) for r in rows]
 
 
 def _state_of(conn: sqlite3.Connection, job_id: str) -> JobState:
@@ -101,11 +115,15 @@ def _state_of(conn: sqlite3.Connection, job_id: str) -> JobState:
     return JobState(row[0])
 
 
-def purge_jobs(conn: sqlite3.Connection, now: datetime, p: PurgeParams) -> int:
-    """Rule 14 (the caller refused RUNNING): the logs first, while their jobs can still be found."""
+def purge_jobs(conn: sqlite3.Connection, now: datetime, p: PurgeParams) -> tuple[int, list[str]]:
+    """Rule 14 (the caller refused RUNNING): the logs first, while their jobs can still be found.
+    Returns how many, and the queues of the held jobs released (a purged job may have held its
+    ordering key)."""
     params = {"states": dumps([str(s) for s in p.states]), "queue": p.queue}
+    lines = [(queue, key) for queue, key in conn.execute(Q["job_purge_ordered"], params)]
     conn.execute(Q["job_purge_logs"], params)
-    return conn.execute(Q["job_purge"], params).rowcount
+    purged = conn.execute(Q["job_purge"], params).rowcount
+    return purged, ordering.release(conn, lines)
 
 
 def job_logs(conn: sqlite3.Connection, now: datetime, p: LogParams) -> list[LogLine]:
@@ -118,19 +136,25 @@ def job_logs(conn: sqlite3.Connection, now: datetime, p: LogParams) -> list[LogL
 
 
 def list_queues(conn: sqlite3.Connection, now: datetime) -> list[QueueInfo]:
-    """Rule 16: the queues, then the counts of all of them in one grouped query."""
+    """Rule 16: the queues with their limits and the tokens of their own bucket, then the counts of
+    all of them in one grouped query."""
     counts: dict[str, dict[JobState, int]] = {}
     for queue, state, n in conn.execute(Q["queue_counts"]):
         counts.setdefault(queue, dict.fromkeys(JobState, 0))[JobState(state)] = n
-    return [
-        QueueInfo(
-            name=name,
-            paused=bool(paused),
-            counts=counts.get(name) or dict.fromkeys(JobState, 0),
-            oldest_pending_at=from_us_or_none(oldest),
+    infos = []
+    for name, paused, oldest, *columns, tokens, at in conn.execute(Q["queue_names"]).fetchall():
+        limits = flow.limits_from(*columns)
+        infos.append(
+            QueueInfo(
+                name=name,
+                paused=bool(paused),
+                counts=counts.get(name) or dict.fromkeys(JobState, 0),
+                oldest_pending_at=from_us_or_none(oldest),
+                limits=limits,
+                tokens=flow.queue_tokens(limits, tokens, at, now),
+            )
         )
-        for name, paused, oldest in conn.execute(Q["queue_names"]).fetchall()
-    ]
+    return infos
 
 
 def set_paused(conn: sqlite3.Connection, now: datetime, name: str, paused: bool) -> None:

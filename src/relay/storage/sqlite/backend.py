@@ -2,8 +2,9 @@
 
 Every method hands a small function to the connection's own thread (:mod:`.connection`) and awaits it:
 writes in a ``BEGIN IMMEDIATE`` transaction, reads in one snapshot, "database is locked" retried there.
-The SQL is in ``queries.sql``; the functions in :mod:`.writes`, :mod:`.maintenance` and :mod:`.admin`
-only bind parameters and map rows. Wake-ups (:mod:`.wakeup`): in-process through a
+The SQL is in ``queries.sql``; the functions in :mod:`.writes`, :mod:`.maintenance`, :mod:`.admin` and
+:mod:`.schedules` only bind parameters and map rows; flow control is :mod:`.flow` (limits, buckets, the
+claim of limited queues) and :mod:`.ordering` (held jobs). Wake-ups (:mod:`.wakeup`): in-process through a
 :class:`LocalNotifier` shared by every instance on the same file, and to other processes on the file
 through UNIX datagram sockets beside it; polling stays the source of truth.
 
@@ -14,10 +15,12 @@ through UNIX datagram sockets beside it; polling stays the source of truth.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 
 from relay.clock import Clock, SystemClock
 from relay.storage.params import (
     Capabilities,
+    ClaimedJobs,
     ClaimParams,
     FinishItem,
     FinishResult,
@@ -33,11 +36,15 @@ from relay.storage.params import (
     PurgeParams,
     ReapResult,
     RequeueParams,
+    ScheduleDue,
+    ScheduleFire,
+    ScheduleFireResult,
+    ScheduleParams,
 )
-from relay.storage.sqlite import admin, maintenance, writes
+from relay.storage.sqlite import admin, flow, maintenance, schedules, writes
 from relay.storage.sqlite.connection import Database
 from relay.storage.sqlite.wakeup import channel_for
-from relay.types import Job, JobState, LogLine, NewJob, QueueInfo, WorkerInfo
+from relay.types import Job, JobState, LogLine, NewJob, QueueInfo, QueueLimits, Schedule, WorkerInfo
 
 CAPABILITIES = Capabilities(name="sqlite", multi_process=True, durable=True)
 
@@ -101,9 +108,9 @@ class SQLiteStorage:
         self._wake(r.job.queue for r in results if r.created)
         return results
 
-    async def job_claim(self, p: ClaimParams) -> list[Job]:
+    async def job_claim(self, p: ClaimParams) -> ClaimedJobs:
         if p.limit <= 0 or not p.queues or not p.kinds:
-            return []
+            return ClaimedJobs()
         return await self._db.write(lambda conn, now: writes.claim_jobs(conn, now, p))
 
     async def job_heartbeat_many(self, items: Sequence[HeartbeatItem]) -> HeartbeatResult:
@@ -137,7 +144,12 @@ class SQLiteStorage:
     async def job_prune(self, p: PruneParams) -> int:
         if p.limit <= 0 or not p.states:
             return 0
-        return await self._db.write(lambda conn, now: maintenance.prune(conn, now, p))
+        pruned, woken = await self._db.write(lambda conn, now: maintenance.prune(conn, now, p))
+        self._wake(woken)
+        return pruned
+
+    async def rate_buckets_prune(self) -> int:
+        return await self._db.write(flow.prune_buckets)
 
     async def leader_elect(self, p: LeaderParams) -> bool:
         return await self._db.write(lambda conn, now: maintenance.leader_elect(conn, now, p))
@@ -154,7 +166,9 @@ class SQLiteStorage:
         return await self._db.read(lambda conn, now: admin.list_jobs(conn, now, p))
 
     async def job_cancel(self, job_id: str) -> Job:
-        return await self._db.write(lambda conn, now: admin.cancel_job(conn, now, job_id))
+        job, woken = await self._db.write(lambda conn, now: admin.cancel_job(conn, now, job_id))
+        self._wake(woken)
+        return job
 
     async def job_requeue(self, p: RequeueParams) -> list[Job]:
         if p.job_id is None and not set(p.states) <= JobState.requeueable():
@@ -169,7 +183,9 @@ class SQLiteStorage:
             raise ValueError("running jobs cannot be purged: cancel them first")
         if not p.states:
             return 0
-        return await self._db.write(lambda conn, now: admin.purge_jobs(conn, now, p))
+        purged, woken = await self._db.write(lambda conn, now: admin.purge_jobs(conn, now, p))
+        self._wake(woken)
+        return purged
 
     async def job_logs(self, p: LogParams) -> list[LogLine]:
         if p.limit <= 0:  # SQLite reads a negative LIMIT as "no limit"
@@ -185,6 +201,38 @@ class SQLiteStorage:
     async def queue_resume(self, name: str) -> None:
         await self._db.write(lambda conn, now: admin.set_paused(conn, now, name, False))
         self._wake([name])  # its waiting jobs may be claimed again
+
+    async def queue_limits_set(self, name: str, limits: QueueLimits) -> None:
+        await self._db.write(lambda conn, now: flow.set_limits(conn, now, name, limits))
+        self._wake([name])  # looser limits may let waiting jobs through
+
+    # -- schedules ------------------------------------------------------------------------------
+
+    async def schedule_upsert(self, p: ScheduleParams) -> Schedule:
+        return await self._db.write(lambda conn, now: schedules.upsert(conn, now, p))
+
+    async def schedule_get(self, name: str) -> Schedule | None:
+        return await self._db.read(lambda conn, now: schedules.get(conn, now, name))
+
+    async def schedule_list(self) -> list[Schedule]:
+        return await self._db.read(schedules.list_all)
+
+    async def schedule_remove(self, name: str) -> bool:
+        return await self._db.write(lambda conn, now: schedules.remove(conn, now, name))
+
+    async def schedule_set_paused(self, name: str, paused: bool, next_run_at: datetime | None) -> Schedule:
+        return await self._db.write(
+            lambda conn, now: schedules.set_paused(conn, now, name, paused, next_run_at)
+        )
+
+    async def schedule_due(self, limit: int = 100) -> ScheduleDue:
+        return await self._db.read(lambda conn, now: ScheduleDue(now, schedules.due(conn, now, limit)))
+
+    async def schedule_fire(self, p: ScheduleFire) -> ScheduleFireResult:
+        result, created = await self._db.write(lambda conn, now: schedules.fire(conn, now, p))
+        if created and result.job is not None:
+            self._wake([result.job.queue])
+        return result
 
     async def worker_heartbeat(self, info: WorkerInfo) -> None:
         await self._db.write(lambda conn, now: admin.upsert_worker(conn, now, info))

@@ -1,4 +1,5 @@
-"""The leader's duties: reap expired leases, promote due jobs, prune, elect (semantics.md rules 6-9).
+"""The leader's duties: reap expired leases, promote due jobs, prune, elect (semantics.md rules 6-9);
+pruning the token buckets is :func:`relay.storage.sqlite.flow.prune_buckets`.
 
 Each function runs on the connection's thread inside one ``BEGIN IMMEDIATE`` transaction.
 """
@@ -13,6 +14,7 @@ import orjson
 
 from relay.storage.params import LeaderParams, PruneParams, ReapResult
 from relay.storage.sql_rows import dumps
+from relay.storage.sqlite import ordering
 from relay.storage.sqlite.rows import to_us
 from relay.storage.sqlite.sql import Q
 from relay.storage.sqlite.writes import insert_jobs
@@ -25,7 +27,8 @@ LEASE_EXPIRED_MESSAGE = "lease expired: the worker stopped heartbeating"
 def reap_expired(conn: sqlite3.Connection, now: datetime) -> tuple[ReapResult, list[str]]:
     """Rule 6, in one UPDATE; then the on_failure chains of the jobs that went dead.
 
-    Returns the result and the queues that got a waiting job (for the notifier)."""
+    Returns the result and the queues to wake: those that got a waiting job, a free slot under a
+    concurrency limit, or a released held job."""
     params = {
         "now": to_us(now),
         "at": now.isoformat(),
@@ -37,13 +40,20 @@ def reap_expired(conn: sqlite3.Connection, now: datetime) -> tuple[ReapResult, l
     woken: list[str] = []
     chains: list[NewJob] = []
     parents: list[str] = []
-    for _seq, job_id, state, queue, on_failure in rows:
+    lines: list[ordering.Pair] = []  # ordering keys whose job left its line
+    for _seq, job_id, state, queue, on_failure, ordering_key in rows:
         by_state[state].append(job_id)
         if state == JobState.PENDING:
             woken.append(queue)
         elif state == JobState.DEAD and on_failure is not None:
             chains.append(NewJob.from_json(orjson.loads(on_failure)))
             parents.append(job_id)
+        if ordering_key is not None and state != JobState.PENDING:
+            lines.append((queue, ordering_key))
+    if rows:  # every reaped job left running: a slot is free where the queue counts them
+        reaped = dumps(list(dict.fromkeys(row[3] for row in rows)))
+        woken.extend(name for (name,) in conn.execute(Q["queues_concurrency_limited"], {"queues": reaped}))
+    woken.extend(ordering.release(conn, lines))
     if chains:
         inserted = insert_jobs(conn, now, chains, parents, skip_taken_ids=True)
         woken.extend(r.job.queue for r in inserted if r.created)
@@ -60,17 +70,19 @@ def promote_due(conn: sqlite3.Connection, now: datetime) -> list[str]:
     return [queue for (queue,) in conn.execute(Q["job_promote_due"], {"now": to_us(now)})]
 
 
-def prune(conn: sqlite3.Connection, now: datetime, p: PruneParams) -> int:
-    """Rule 8: at most ``p.limit`` jobs, then the logs of exactly those."""
+def prune(conn: sqlite3.Connection, now: datetime, p: PruneParams) -> tuple[int, list[str]]:
+    """Rule 8: at most ``p.limit`` jobs, then the logs of exactly those. Returns how many, and the
+    queues of the held jobs released (a pruned dead job may have held its ordering key)."""
     params = {
         "finished_before": to_us(p.finished_before),
         "states": _states(p.states),
         "limit": p.limit,
     }
-    ids = [job_id for (job_id,) in conn.execute(Q["job_prune"], params)]
-    if ids:
-        conn.execute(Q["job_logs_delete"], {"ids": dumps(ids)})
-    return len(ids)
+    rows = conn.execute(Q["job_prune"], params).fetchall()
+    if rows:
+        conn.execute(Q["job_logs_delete"], {"ids": dumps([job_id for job_id, _, _ in rows])})
+    released = ordering.release(conn, ((queue, key) for _, queue, key in rows if key is not None))
+    return len(rows), released
 
 
 def leader_elect(conn: sqlite3.Connection, now: datetime, p: LeaderParams) -> bool:

@@ -8,6 +8,7 @@ them again; the conformance suite checks that the inserted job and the stored on
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,6 +16,7 @@ import orjson
 
 from relay.storage.sql_rows import KINDS as _KINDS
 from relay.storage.sql_rows import STATES as _STATES
+from relay.storage.sql_rows import UNIQUE_WHILE as _UNIQUE_WHILE
 from relay.storage.sql_rows import Row, dumps
 from relay.storage.sql_rows import backoff as _backoff
 from relay.storage.sql_rows import chain_json as _chain_json
@@ -24,6 +26,7 @@ from relay.types import (
     JobState,
     LogLine,
     NewJob,
+    UniqueWhile,
     WorkerInfo,
 )
 
@@ -35,7 +38,9 @@ _MICROSECOND = timedelta(microseconds=1)
 _PENDING, _SCHEDULED = JobState.PENDING, JobState.SCHEDULED
 
 #: The query a row of :func:`new_job` is bound to, by the row's length.
-INSERT_QUERIES = {15: "job_insert_plain", 21: "job_insert"}
+INSERT_QUERIES = {15: "job_insert_plain", 21: "job_insert", 27: "job_insert_flow"}
+
+_STORED = UniqueWhile.STORED
 
 
 def to_us(when: datetime) -> int:
@@ -63,8 +68,25 @@ def _errors(text: str) -> tuple[AttemptError, ...]:
     return tuple(AttemptError.from_json(e) for e in orjson.loads(text))
 
 
+def uses_flow_control(spec: NewJob) -> bool:
+    """Whether ``spec`` sets a flow-control field, and so needs the long row of ``job_insert_flow``."""
+    return not (
+        spec.rate_key is None
+        and spec.concurrency_key is None
+        and spec.ordering_key is None
+        and spec.unique_for is None
+        and spec.unique_while is _STORED
+    )
+
+
 def new_job(
-    spec: NewJob, job_id: str, now: datetime, now_us: int, stamp: datetime, parent_id: str | None
+    spec: NewJob,
+    job_id: str,
+    now: datetime,
+    now_us: int,
+    stamp: datetime,
+    parent_id: str | None,
+    held: bool = False,
 ) -> tuple[Row, Job]:
     """A job about to be inserted: its parameters for one of :data:`INSERT_QUERIES`, and the
     :class:`Job` that row will read back as (what :func:`job_from_row` returns for it), built from the
@@ -74,7 +96,9 @@ def new_job(
 
     This runs once per job of a bulk insert, under the write lock: most jobs have no delay, tags,
     metadata, chains or checkpoint, and those cost one test each here, no call. A job whose nullable
-    columns are all NULL binds the short row of ``job_insert_plain`` (see queries.sql for why).
+    columns are all NULL binds the short row of ``job_insert_plain`` (see queries.sql for why); a job
+    that sets a flow-control field (:func:`uses_flow_control`) the long row of ``job_insert_flow``;
+    ``held`` is decided by the caller (:mod:`.ordering`).
     """
     if spec.run_at is None and not spec.delay:
         run_us, run_at, state = now_us, stamp, _PENDING
@@ -90,7 +114,16 @@ def new_job(
     on_failure = None if spec.on_failure is None else _chain_json(spec.on_failure)
     checkpoint = None if spec.checkpoint is None else orjson.dumps(spec.checkpoint).decode()
     row: Row
-    if (
+    flow = uses_flow_control(spec)
+    unique_until = None if spec.unique_for is None else to_us(now + timedelta(seconds=spec.unique_for))
+    if flow:
+        row = (
+            job_id, spec.queue, kind, state.value, spec.priority, spec.max_retries, str(b.kind), b.base,
+            b.max, spec.timeout, spec.lease, run_us, now_us, spec.idempotency_key, parent_id, payload,
+            on_success, on_failure, tags, metadata, checkpoint, spec.rate_key, spec.concurrency_key,
+            spec.ordering_key, int(held), unique_until, str(spec.unique_while),
+        )  # fmt: skip
+    elif (
         spec.timeout is None
         and spec.idempotency_key is None
         and parent_id is None
@@ -131,6 +164,16 @@ def new_job(
         checkpoint=None if checkpoint is None else orjson.loads(checkpoint),
         parent_id=parent_id,
     )
+    if flow:
+        job = replace(
+            job,
+            rate_key=spec.rate_key,
+            concurrency_key=spec.concurrency_key,
+            ordering_key=spec.ordering_key,
+            held=held,
+            unique_until=from_us_or_none(unique_until),
+            unique_while=spec.unique_while,
+        )
     return row, job
 
 
@@ -167,7 +210,25 @@ def job_from_row(r: Row) -> Job:
         checkpoint=None if r[30] is None else orjson.loads(r[30]),
         result=None if r[31] is None else orjson.loads(r[31]),
         errors=_errors(r[32]),
+        rate_key=r[33],
+        concurrency_key=r[34],
+        ordering_key=r[35],
+        held=bool(r[36]),
+        unique_until=from_us_or_none(r[37]),
+        unique_while=_UNIQUE_WHILE[r[38]],
     )
+
+
+_FINAL_STATES = frozenset(s.value for s in JobState.final())
+
+
+def key_holds(r: Row, now_us: int) -> bool:
+    """Whether the stored job of row ``r`` still holds its idempotency key at ``now_us``: before its
+    ``unique_until`` (if any) and, when ``unique_while`` is 'active', while it is not final."""
+    unique_until, unique_while = r[37], r[38]
+    if unique_until is not None and unique_until <= now_us:
+        return False
+    return unique_while == "stored" or r[4] not in _FINAL_STATES
 
 
 def claim_order(r: Row) -> tuple[int, int, int]:

@@ -41,14 +41,29 @@ CREATE TABLE jobs (
     checkpoint TEXT,
     result TEXT,
     errors TEXT NOT NULL
-) STRICT;
+    -- Flow control (migration 0002). ALTER TABLE ADD COLUMN wrote them this way, hence the layout.
+    -- `held`: 1 while the job waits behind an earlier job of its (queue, ordering_key); never claimed.
+    -- `unique_until`: when the idempotency key stops holding (NULL: never); `unique_while`: 'stored' or
+    -- 'active' (relay.types.UniqueWhile). `dead_blocks`: 1 for a dead job that keeps its ordering key
+    -- held (it died while its queue's ordering_dead was 'block').
+, rate_key TEXT, concurrency_key TEXT, ordering_key TEXT, held INTEGER NOT NULL DEFAULT 0,
+    unique_until INTEGER, unique_while TEXT NOT NULL DEFAULT 'stored',
+    dead_blocks INTEGER NOT NULL DEFAULT 0) STRICT;
 
 -- The claim walks this index per queue in claim order (priority DESC, run_at, then rowid = seq, which
 -- every index ends with) and stops after LIMIT rows. It is partial, on pending jobs only: the claim
 -- first turns its queues' due scheduled / failed jobs into pending ones (queries.sql: job_claim), so
 -- no job whose run_at is still to come sits in the walk, and running or finished jobs cost nothing
--- here. The claim query repeats this WHERE term verbatim: SQLite only uses a partial index then.
-CREATE INDEX jobs_claim ON jobs (queue, priority DESC, run_at) WHERE state = 'pending';
+-- here, nor do held jobs (behind an earlier job of their ordering key). The claim queries repeat this
+-- WHERE verbatim: SQLite only uses a partial index then.
+CREATE INDEX jobs_claim ON jobs (queue, priority DESC, run_at) WHERE state = 'pending' AND held = 0;
+
+-- Ordering keys: per (queue, ordering_key), its unheld jobs then its held ones, each by seq. Completed
+-- and cancelled jobs never hold nor block a key, so a key's history stays out: "has this key an unheld
+-- blocking job" reads its few live unheld rows, and "its first held job" is the first row of the held
+-- range (relay.storage.sqlite.ordering).
+CREATE INDEX jobs_ordering ON jobs (queue, ordering_key, held, seq)
+WHERE ordering_key IS NOT NULL AND state NOT IN ('completed', 'cancelled');
 
 -- Promotion of due scheduled / failed jobs: pending jobs (the bulk) stay out of it.
 CREATE INDEX jobs_due ON jobs (state, run_at) WHERE state IN ('scheduled', 'failed');
@@ -73,11 +88,46 @@ CREATE TABLE job_logs (
     PRIMARY KEY (job_id, seq)
 ) STRICT, WITHOUT ROWID;
 
--- Every queue that ever held a job or was paused / resumed.
+-- Every queue that ever held a job, was paused / resumed or given limits. The limits (migration 0002,
+-- relay.types.QueueLimits) are NULL for "no limit": rate / burst the queue's bucket, key_rate /
+-- key_burst each rate_key's, concurrency / key_concurrency the running jobs at once; ordering_dead is
+-- 'continue' or 'block'.
 CREATE TABLE queues (
     name TEXT PRIMARY KEY,
     paused INTEGER NOT NULL DEFAULT 0
+, rate REAL, burst INTEGER, key_rate REAL, key_burst INTEGER, concurrency INTEGER,
+    key_concurrency INTEGER, ordering_dead TEXT NOT NULL DEFAULT 'continue') STRICT;
+
+-- Token buckets, one per queue with a rate (scope 'queue', key '') and per rate_key of a queue with a
+-- key_rate (scope 'key', key the rate_key): what it held (`tokens`) at time `at`. A bucket never
+-- stored is full; rate_buckets_prune deletes those full again (relay.storage.sqlite.flow).
+CREATE TABLE rate_buckets (
+    queue TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    key TEXT NOT NULL,
+    tokens REAL NOT NULL,
+    at INTEGER NOT NULL,
+    PRIMARY KEY (queue, scope, key)
+) STRICT, WITHOUT ROWID;
+
+-- Periodic jobs (relay.types.Schedule): `job` is the template as NewJob.to_json() JSON, `catch_up` a
+-- relay.types.CatchUp value; next_run_at NULL when the spec has no more ticks.
+CREATE TABLE schedules (
+    name TEXT PRIMARY KEY,
+    spec TEXT NOT NULL,
+    timezone TEXT NOT NULL,
+    job TEXT NOT NULL,
+    catch_up TEXT NOT NULL,
+    paused INTEGER NOT NULL,
+    next_run_at INTEGER,
+    last_run_at INTEGER,
+    last_job_id TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
 ) STRICT;
+
+-- schedule_due: the unpaused schedules by next tick.
+CREATE INDEX schedules_due ON schedules (next_run_at) WHERE paused = 0 AND next_run_at IS NOT NULL;
 
 -- Worker processes; `queues` and `running` are JSON arrays of strings.
 CREATE TABLE workers (
