@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from relay.clock import Clock, SystemClock
 from relay.storage.flow_control import ClaimPlanner
 from relay.storage.local_notifier import LocalNotifier
-from relay.storage.memory import schedules, store
+from relay.storage.memory import operations, schedules
 from relay.storage.memory.store import JobRecord, MemoryStore, encode_json
 from relay.storage.params import (
     Capabilities,
@@ -254,7 +254,7 @@ class MemoryStorage:
 
     async def job_log_append(self, lines: Sequence[LogAppend]) -> None:
         with self._lock:
-            store.append_logs(self._data, list(lines), self._clock.now())
+            operations.append_logs(self._data, list(lines), self._clock.now())
 
     # -- Maintenance ----------------------------------------------------------------------------------
 
@@ -309,17 +309,17 @@ class MemoryStorage:
 
     async def job_promote_due(self) -> int:
         with self._lock:
-            return store.promote_due(self._data, self._clock.now())
+            return operations.promote_due(self._data, self._clock.now())
 
     async def job_prune(self, p: PruneParams) -> int:
         with self._lock:
-            pruned = store.prune(self._data, p)
+            pruned = operations.prune(self._data, p)
         self._wake(set())
         return pruned
 
     async def rate_buckets_prune(self) -> int:
         with self._lock:
-            return store.prune_buckets(self._data, self._clock.now())
+            return operations.prune_buckets(self._data, self._clock.now())
 
     async def leader_elect(self, p: LeaderParams) -> bool:
         with self._lock:
@@ -345,11 +345,11 @@ class MemoryStorage:
 
     async def job_list(self, p: ListParams) -> JobPage:
         with self._lock:
-            return store.list_jobs(self._data, p)
+            return operations.list_jobs(self._data, p)
 
     async def job_cancel(self, job_id: str) -> Job:
         with self._lock:
-            cancelled = store.cancel(self._data, job_id, self._clock.now())
+            cancelled = operations.cancel(self._data, job_id, self._clock.now())
         self._wake(set())
         return cancelled
 
@@ -357,26 +357,26 @@ class MemoryStorage:
         with self._lock:
             now = self._clock.now()
             if p.job_id is not None:
-                records = [store.requeue_one(self._data, p.job_id, now)]
+                records = [operations.requeue_one(self._data, p.job_id, now)]
             else:
-                records = store.requeue_many(self._data, frozenset(p.states), p.queue, now)
+                records = operations.requeue_many(self._data, frozenset(p.states), p.queue, now)
             requeued = [record.to_job() for record in records]
         self._wake({job.queue for job in requeued})
         return requeued
 
     async def job_purge(self, p: PurgeParams) -> int:
         with self._lock:
-            purged = store.purge(self._data, p)
+            purged = operations.purge(self._data, p)
         self._wake(set())
         return purged
 
     async def job_logs(self, p: LogParams) -> list[LogLine]:
         with self._lock:
-            return store.read_logs(self._data, p)
+            return operations.read_logs(self._data, p)
 
     async def queue_list(self) -> list[QueueInfo]:
         with self._lock:
-            return store.queue_infos(self._data, self._clock.now())
+            return operations.queue_infos(self._data, self._clock.now())
 
     async def queue_pause(self, name: str) -> None:
         with self._lock:
@@ -389,7 +389,7 @@ class MemoryStorage:
 
     async def queue_limits_set(self, name: str, limits: QueueLimits) -> None:
         with self._lock:
-            store.set_limits(self._data, name, limits, self._clock.now())
+            operations.set_limits(self._data, name, limits, self._clock.now())
         self._wake({name})  # looser limits may let waiting jobs through
 
     # -- Schedules ------------------------------------------------------------------------------------
