@@ -77,9 +77,21 @@ def test_bad_limits_are_refused_and_change_nothing(
 
 
 def test_schedules_are_added_listed_paused_resumed_and_removed(relay_cli: RelayCLI, tmp_path: Path) -> None:
-    added = relay_cli.json(
-        "schedule", "add", "nightly", "0 3 * * *", "--timezone", "Europe/Berlin", "--", "/bin/echo", "a b"
+    # --json before the command: after "--" everything is the command's own argv.
+    result = relay_cli(
+        "--json",
+        "schedule",
+        "add",
+        "nightly",
+        "0 3 * * *",
+        "--timezone",
+        "Europe/Berlin",
+        "--",
+        "/bin/echo",
+        "a b",
     )
+    assert result.returncode == 0, result.stderr
+    added = json.loads(result.stdout)
     assert (added["name"], added["spec"], added["timezone"], added["paused"]) == (
         "nightly",
         "0 3 * * *",
@@ -87,7 +99,7 @@ def test_schedules_are_added_listed_paused_resumed_and_removed(relay_cli: RelayC
         False,
     )
     assert added["job"]["payload"] == {"command": "/bin/echo", "args": ["a b"]}
-    assert added["description"] == "At 03:00"
+    assert added["description"] == "At 03:00 every day"
     task_doc = tmp_path / "job.json"
     task_doc.write_text(
         json.dumps({"type": "task", "payload": {"task": "reports.build"}, "queue": "reports"})
@@ -102,7 +114,7 @@ def test_schedules_are_added_listed_paused_resumed_and_removed(relay_cli: RelayC
     assert resumed.returncode == 0
     assert "next run" in resumed.stdout
     table = relay_cli("schedule", "list")
-    assert "At 03:00" in table.stdout
+    assert "At 03:00 every day" in table.stdout
     assert relay_cli("schedule", "remove", "report").returncode == 0
     assert_one_error(relay_cli("schedule", "remove", "report"), EXIT_USER_ERROR, "no schedule named 'report'")
     assert_one_error(relay_cli("schedule", "show", "report"), EXIT_USER_ERROR, "no schedule named 'report'")
@@ -143,7 +155,7 @@ def test_submit_takes_the_flow_control_fields(relay_cli: RelayCLI) -> None:
     second = relay_cli("submit", "--type=shell", f"--payload={payload}", "--ordering-key", "ledger-7")
     assert relay_cli.json("status", second.stdout.strip())["held"] is True
     bad = relay_cli("submit", "--type=shell", f"--payload={payload}", "--unique-for", "1h")
-    assert_one_error(bad, EXIT_USER_ERROR, "unique_for", "needs an idempotency_key")
+    assert_one_error(bad, EXIT_USER_ERROR, "--unique-for", "needs an idempotency_key")
 
 
 def test_worker_defines_the_schedules_of_flags_and_the_settings_file(
