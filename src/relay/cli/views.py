@@ -31,6 +31,7 @@ from relay.types import (
     JobState,
     LogLine,
     NewJob,
+    OrderingDead,
     QueueInfo,
     QueueLimits,
     RateLimit,
@@ -219,10 +220,9 @@ def limits_text(limits: QueueLimits) -> str:
         parts.append(f"at most {limits.concurrency} running")
     if limits.key_concurrency is not None:
         parts.append(f"at most {limits.key_concurrency} running per concurrency_key")
-    parts.append(
-        f"a dead job {'holds' if limits.ordering_dead.value == 'block' else 'releases'} its ordering key"
-    )
-    return "; ".join(parts)
+    if limits.ordering_dead is OrderingDead.BLOCK:
+        parts.append("a dead job holds its ordering key")
+    return "; ".join(parts) or "no limits"
 
 
 def describe_schedule(schedule: Schedule) -> str:
