@@ -183,3 +183,13 @@ async def test_resuming_a_schedule_that_runs_keeps_its_due_tick(storage: Storage
     resumed = await set_paused(storage, "tick", False, clock.now())
     assert resumed.next_run_at == T0 + timedelta(minutes=1)
     assert await CronScheduler(storage).run_once() == 1
+
+
+async def test_a_fractional_interval_fires_each_tick_once(storage: Storage, clock: ManualClock) -> None:
+    await define_now(storage, clock, "every 1.1s")
+    scheduler = CronScheduler(storage)
+    for _ in range(30):
+        clock.advance(1.1)
+        assert await scheduler.run_once() == 1  # not the same tick again, and again
+        assert await scheduler.run_once() == 0
+    assert len(await jobs(storage)) == 30

@@ -110,3 +110,45 @@ def test_bad_specs_name_the_field(spec: str, timezone: str, field: str, words: s
         parse_spec(spec, timezone, field="schedule")
     assert caught.value.field == field
     assert words in caught.value.message
+
+
+@pytest.mark.parametrize("spec", ["every 1.1s", "every 0.7m", "every 1h0.3s"])
+def test_an_interval_tick_is_never_its_own_next_tick(spec: str) -> None:
+    """Ticks in whole microseconds: with floats, a tick of "every 1.1s" came back as its own next."""
+    parsed = parse_spec(spec)
+    moment = datetime(2026, 1, 1, tzinfo=UTC)
+    for _ in range(20_000):
+        tick = parsed.next_after(moment)
+        assert tick is not None
+        assert tick > moment
+        assert parsed.latest_at_or_before(tick) == tick
+        moment = tick
+
+
+@pytest.mark.parametrize(
+    ("spec", "timezone"),
+    [("30 2 * * *", "Europe/Berlin"), ("15 1 * * *", "America/New_York"), ("*/7 * * * *", "Europe/Berlin")],
+)
+def test_ticks_around_the_repeated_hour_are_on_the_right_side_of_the_moment(spec: str, timezone: str) -> None:
+    """cronsim reads a time in the second run of a repeated hour as the first: the walk corrects it."""
+    parsed = parse_spec(spec, timezone)
+    fall_back = {
+        "Europe/Berlin": datetime(2025, 10, 26, tzinfo=UTC),
+        "America/New_York": datetime(2025, 11, 2, 3, tzinfo=UTC),
+    }
+    start = fall_back[timezone]
+    for seconds in range(0, 4 * 3600, 53):
+        moment = start + timedelta(seconds=seconds)
+        after, before = parsed.next_after(moment), parsed.latest_at_or_before(moment)
+        assert after is not None
+        assert before is not None
+        assert before <= moment < after
+        assert parsed.next_after(before) == after  # no tick in between was skipped
+
+
+def test_the_ticks_around_the_second_0210_of_the_night() -> None:
+    # 01:10Z on 2025-10-26 is 02:10 CET, the second 02:10 of that night in Berlin.
+    parsed = parse_spec("30 2 * * *", "Europe/Berlin")
+    moment = datetime(2025, 10, 26, 1, 10, tzinfo=UTC)
+    assert parsed.latest_at_or_before(moment) == datetime(2025, 10, 26, 0, 30, tzinfo=UTC)
+    assert parsed.next_after(moment) == datetime(2025, 10, 27, 1, 30, tzinfo=UTC)

@@ -21,7 +21,7 @@ for it (``relay.runtime.maintenance.cron``).
 
 from __future__ import annotations
 
-import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -42,6 +42,16 @@ ALIASES = {
 }
 _EVERY = "every "
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_FOLD_STEPS = 2_000  # ticks on the wrong side of a moment in a repeated hour: an hour of minutes, with room
+
+
+def _to_us(moment: datetime) -> int:
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _from_us(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,26 +67,50 @@ class ScheduleSpec:
         """The first tick strictly after ``moment`` (cronsim refuses expressions that never match, such
         as February 30th, when they are parsed); None past the last date cronsim can reach."""
         if self.interval is not None:
-            since = (moment - _EPOCH).total_seconds()
-            return _EPOCH + timedelta(seconds=(math.floor(since / self.interval) + 1) * self.interval)
-        assert self.cron is not None
-        local = moment.astimezone(ZoneInfo(self.timezone))
-        try:
-            return next(CronSim(self.cron, local)).astimezone(UTC)
-        except (StopIteration, CronSimError):
-            return None
+            step = self._step_us()
+            return _from_us((_to_us(moment) // step + 1) * step)
+        # cronsim reads the local wall time and ignores `fold`: during the hour repeated when the clocks
+        # go back, it answers from the first of the two, which may be before `moment`. Walk on until
+        # the answer is really after it (at most a tick or two).
+        for tick in self._walk(moment, reverse=False):
+            if tick > moment:
+                return tick
+        return None
 
     def latest_at_or_before(self, moment: datetime) -> datetime | None:
         """The last tick at or before ``moment`` (the one a late scheduler fires); None if none."""
         if self.interval is not None:
-            since = (moment - _EPOCH).total_seconds()
-            return _EPOCH + timedelta(seconds=math.floor(since / self.interval) * self.interval)
+            step = self._step_us()
+            return _from_us(_to_us(moment) // step * step)
+        for tick in self._walk(moment + timedelta(microseconds=1), reverse=True):
+            if tick <= moment:
+                return tick
+        return None
+
+    def _step_us(self) -> int:
+        # Whole microseconds: with floats, a tick of "every 1.1s" divided back by the interval could land
+        # just below its own multiple, and the tick after a tick would be the tick itself.
+        assert self.interval is not None
+        return max(1, round(self.interval * 1_000_000))
+
+    def _walk(self, start: datetime, *, reverse: bool) -> Iterator[datetime]:
+        """Ticks from ``start`` on (or back), in UTC; a bounded number, enough to step over a DST fold.
+
+        cronsim reads a local wall time as its first occurrence: a ``start`` in the second run of a
+        repeated hour reads as up to an hour earlier. Forward, the caller skips the ticks before it;
+        backward, the walk starts that much later, so that no tick between is missed."""
         assert self.cron is not None
-        local = (moment + timedelta(microseconds=1)).astimezone(ZoneInfo(self.timezone))
+        local = start.astimezone(ZoneInfo(self.timezone))
+        if reverse and local.fold:
+            first, second = local.replace(fold=0).utcoffset(), local.utcoffset()
+            if first is not None and second is not None:
+                local = (start + (first - second)).astimezone(ZoneInfo(self.timezone))
         try:
-            return next(CronSim(self.cron, local, reverse=True)).astimezone(UTC)
+            ticks = CronSim(self.cron, local, reverse=reverse)
+            for _ in range(_FOLD_STEPS):
+                yield next(ticks).astimezone(UTC)
         except (StopIteration, CronSimError):
-            return None
+            return
 
     def describe(self) -> str:
         """In words, for people: "At the start of every hour", "every 30s"."""

@@ -17,7 +17,7 @@ from relay.jobs.document import parse_job_document
 from relay.jobs.json_values import json_type
 from relay.storage.base import Schedules
 from relay.storage.params import ScheduleParams
-from relay.types import CatchUp, NewJob, Schedule
+from relay.types import CatchUp, NewJob, Schedule, UniqueWhile
 
 # Like a task's name (a schedule is named after its task by default): no whitespace, and no "/", which
 # would not survive in a URL path.
@@ -51,10 +51,19 @@ def define(
     """A checked definition; :class:`InvalidScheduleError` names the field that is wrong.
 
     The job is a template: its ``id``, ``run_at`` and ``delay`` are dropped (each tick's job gets its
-    own id, and runs at its tick), and its idempotency key is replaced by the tick's own.
+    own id, and runs at its tick), and its idempotency key (with its unique window) is replaced by the
+    tick's own, which holds as long as the tick's job is stored.
     """
     checked_name, parsed, policy = _checked(name, spec, timezone, catch_up)
-    template = replace(job, id=None, run_at=None, delay=0.0, idempotency_key=None, unique_for=None)
+    template = replace(
+        job,
+        id=None,
+        run_at=None,
+        delay=0.0,
+        idempotency_key=None,
+        unique_for=None,
+        unique_while=UniqueWhile.STORED,  # the tick's key holds while its job is stored: never twice
+    )
     return ScheduleDefinition(checked_name, parsed, template, policy)
 
 
