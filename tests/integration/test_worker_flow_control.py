@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 
 from relay import Relay
+from relay.app import worker_config
+from relay.runtime.worker import Worker
 from relay.settings import Settings
 from relay.storage.base import Storage
 from relay.storage.params import ClaimedJobs, ClaimParams, ListParams
@@ -108,3 +110,42 @@ async def test_a_freed_slot_wakes_the_worker(app: Relay) -> None:
 
         # Each finish frees a slot and wakes the worker: no poll (30 s) is waited for.
         await eventually(all_done, timeout=20, what="the other four jobs to run as slots free")
+
+
+class CountedWaits(Worker):
+    """A worker that counts how often its claim loop goes to sleep."""
+
+    waits = 0
+
+    async def _wait_for_work(self) -> None:
+        self.waits += 1
+        await super()._wait_for_work()
+
+
+async def test_a_full_worker_does_not_wake_for_tokens_it_cannot_use(app: Relay) -> None:
+    """The claim that filled the last slots passed over a job for its key's token (retry_after 1 ms);
+    with no slot free, that token is no reason to wake: only a job that ends is."""
+    await app.open_async()
+    await app.storage.queue_limits_set("keyed", QueueLimits(key_rate=RateLimit(rate=1000.0, burst=1)))
+    release = threading.Event()
+
+    @app.task(queue="keyed")
+    def wait_for_release() -> None:
+        release.wait(10)
+
+    for key in ("a", "a", "b", "c"):
+        await wait_for_release.options(rate_key=key).enqueue_async()
+    config = worker_config(app.settings, queues=("keyed",), concurrency=2, maintenance=False)
+    worker = CountedWaits(app.storage, app.registry, config, app.clock)
+    async with running(worker):
+
+        async def two_running() -> bool:
+            states = Counter(j.state for j in await stored_jobs(app, "keyed"))
+            return states[JobState.RUNNING] == 2
+
+        await eventually(two_running, what="both slots to fill")
+        before = worker.waits
+        for _ in range(50):  # time passes while the slots stay full: a spinning loop would count it
+            await stored_jobs(app, "keyed")
+        assert worker.waits - before <= 2
+        release.set()

@@ -190,6 +190,8 @@ class Worker:
         while not self._stopping.is_set():
             self._wake.clear()
             free = self._free_slots()
+            if free <= 0:
+                self._retry_after = None  # no slot to fill before a job ends, and that wakes us
             claimed = await self._claim(free) if free > 0 else 0
             idle = claimed == 0 and len(self._running) == 0 and self._retry_after is None
             if self.config.burst and idle:
