@@ -218,3 +218,21 @@ async def test_rate_limited_jobs_still_complete_as_usual(storage: Storage) -> No
     [claimed] = await claim(storage)
     assert claimed.id == job.id
     assert await complete(storage, claimed) is not None
+
+
+async def test_a_bucket_only_looked_at_refills_from_its_last_draw(
+    storage: Storage, clock: ManualClock
+) -> None:
+    """A claim that finds a bucket empty does not store it: after a change of the rate, it refills from
+    its last draw at the new rate, the same on every backend."""
+    await set_limits(storage, rate=RateLimit(rate=0.5, burst=1))
+    await insert(storage, new_job(id="first"), new_job(id="second"))
+    assert await claim_ids(storage) == ["first"]  # drawn: 0 tokens at T0
+    clock.advance(1)
+    assert list(await claim_limited(storage)) == []  # 0.5 tokens: refused, and not written back
+    await set_limits(storage, rate=RateLimit(rate=0.25, burst=1))
+    [info] = await storage.queue_list()
+    assert info.tokens is not None
+    assert abs(info.tokens - 0.25) < 1e-6
+    refused = await claim_limited(storage)
+    assert approx_seconds(refused.retry_after, 3.0)

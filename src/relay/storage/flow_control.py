@@ -65,8 +65,9 @@ class ClaimPlanner:
     running: Mapping[str, int]
     running_by_key: Mapping[tuple[str, str], int]
     load_bucket: Callable[[BucketKey], Bucket | None]
-    buckets: dict[BucketKey, Bucket] = field(default_factory=dict)  # those drawn from, as they are now
+    buckets: dict[BucketKey, Bucket] = field(default_factory=dict)  # those looked at, as they are now
     _queues: dict[str, _QueueState] = field(default_factory=dict)
+    _drawn: set[BucketKey] = field(default_factory=set)
     _taken_by_key: dict[tuple[str, str], int] = field(default_factory=dict)
     _wait: float | None = None
 
@@ -97,13 +98,19 @@ class ClaimPlanner:
             if not self._has_token(key_bucket, limits.key_rate):
                 return False
         if limits.rate is not None:
-            self.buckets[(queue, None)].tokens -= 1.0
+            self._draw((queue, None))
         if key_bucket is not None:
-            self.buckets[key_bucket].tokens -= 1.0
+            self._draw(key_bucket)
         if slot_key is not None:
             self._taken_by_key[slot_key] = self._taken_by_key.get(slot_key, 0) + 1
         state.running += 1
         return True
+
+    def drawn(self) -> dict[BucketKey, Bucket]:
+        """The buckets this claim took tokens from, as they are now: what storage writes back. A bucket
+        only looked at is not written, on every backend, so that it refills from its last draw (at the
+        limit's rate then, even if the rate changes before the next draw)."""
+        return {key: self.buckets[key] for key in self._drawn}
 
     @property
     def retry_after(self) -> float | None:
@@ -116,6 +123,10 @@ class ClaimPlanner:
             state = _QueueState(self.limits.get(queue, QueueLimits()), self.running.get(queue, 0))
             self._queues[queue] = state
         return state
+
+    def _draw(self, key: BucketKey) -> None:
+        self.buckets[key].tokens -= 1.0
+        self._drawn.add(key)
 
     def _has_token(self, key: BucketKey, limit: RateLimit) -> bool:
         bucket = self.buckets.get(key)

@@ -167,7 +167,7 @@ class MemoryStorage:
                 record.queue, record.rate_key, record.concurrency_key
             ):
                 chosen.append(record)
-        data.buckets.update(planner.buckets)
+        data.buckets.update(planner.drawn())
         return chosen, planner.retry_after
 
     def _start_attempt(self, record: JobRecord, worker_id: str, now: datetime) -> None:

@@ -147,7 +147,7 @@ def claim_limited(
         params = {"now": now_us, "worker_id": p.worker_id, "seqs": dumps(chosen)}
         rows = conn.execute(Q["job_claim_seqs"], params).fetchall()
         rows.sort(key=claim_order)
-    _store_buckets(conn, planner.buckets)
+    _store_buckets(conn, planner.drawn())
     return ClaimedJobs([job_from_row(r) for r in rows], planner.retry_after)
 
 
@@ -222,7 +222,7 @@ def _load_bucket(conn: sqlite3.Connection, key: BucketKey) -> Bucket | None:
 
 
 def _store_buckets(conn: sqlite3.Connection, buckets: dict[BucketKey, Bucket]) -> None:
-    """Write back every bucket the planner looked at, as it is now (refilled, minus what was drawn)."""
+    """Write back the buckets the claim drew from, as they are now (refilled, minus what was drawn)."""
     conn.executemany(
         Q["rate_bucket_put"],
         [
