@@ -231,3 +231,45 @@ def test_transactional_enqueue_is_refused_where_storage_cannot_do_it(tmp_path: o
             confirm.using(object()).enqueue("o-1")
     finally:
         relay.close()
+
+
+async def test_ordering_keys_are_refused_in_a_repeatable_read_transaction(
+    storage: PostgresStorage, url: str
+) -> None:
+    """Whether a job is held is read after a lock on its key: only READ COMMITTED reads it fresh."""
+    from relay.errors import ConfigurationError
+
+    with psycopg.connect(url) as conn:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.execute("INSERT INTO orders VALUES ('o-rr')")
+        with pytest.raises(ConfigurationError, match="READ COMMITTED"):
+            storage.insert_with_connection(conn, [job(ordering_key="acct-7")])
+        [plain] = storage.insert_with_connection(conn, [job(id="no-key")])  # no key: nothing to read fresh
+        assert plain.created
+        conn.commit()
+    with psycopg.connect(url) as conn:  # READ COMMITTED, the default
+        [keyed] = storage.insert_with_connection(conn, [job(id="keyed", ordering_key="acct-7")])
+        assert keyed.created
+        conn.commit()
+    assert seen_from_elsewhere(url)[1] == ["no-key", "keyed"]
+
+
+async def test_relays_connections_are_read_committed_whatever_the_database_default(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        database = conn.execute("SELECT current_database()").fetchone()
+        assert database is not None
+        conn.execute(
+            f"ALTER DATABASE \"{database[0]}\" SET default_transaction_isolation = 'repeatable read'"
+        )
+    store = PostgresStorage(url)
+    await store.open()
+    try:
+
+        async def isolation(conn: psycopg.AsyncConnection, now: object) -> str:
+            row = await (await conn.execute("SHOW transaction_isolation")).fetchone()
+            assert row is not None
+            return str(row[0])
+
+        assert await store._db.run(isolation) == "read committed"
+    finally:
+        await store.close()

@@ -50,9 +50,12 @@ CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, PoolClose
 
 
 def connection_kwargs(options: PostgresOptions, application_name: str) -> dict[str, Any]:
-    """What every connection of this backend is opened with: autocommit, times in UTC, and a name that
-    says what it is for in ``pg_stat_activity`` (unless the URL names it already)."""
-    kwargs: dict[str, Any] = {"autocommit": True, "options": "-c TimeZone=UTC"}
+    """What every connection of this backend is opened with: autocommit, times in UTC, READ COMMITTED
+    whatever the database's default (the claim of a limited queue and the release of an ordering key
+    lock first and read after, which needs a fresh snapshot per statement), and a name that says what
+    it is for in ``pg_stat_activity`` (unless the URL names it already)."""
+    options_text = r"-c TimeZone=UTC -c default_transaction_isolation=read\ committed"
+    kwargs: dict[str, Any] = {"autocommit": True, "options": options_text}
     if "application_name" not in options.conninfo:
         kwargs["application_name"] = application_name
     return kwargs

@@ -169,6 +169,10 @@ SELECT * FROM relay.jobs WHERE idempotency_key = ANY(%(keys)s::text[])
 -- name: job_ids_taken
 SELECT id FROM relay.jobs WHERE id = ANY(%(ids)s::text[])
 
+-- name: transaction_isolation
+-- The isolation of the caller's transaction (transactional enqueue checks it for ordering keys).
+SHOW transaction_isolation
+
 -- name: savepoint
 SAVEPOINT relay_insert
 

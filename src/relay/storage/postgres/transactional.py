@@ -23,6 +23,7 @@ from typing import Any
 from psycopg import AsyncConnection, Connection
 from psycopg.pq import TransactionStatus
 
+from relay.errors import ConfigurationError
 from relay.storage.params import InsertResult
 from relay.storage.postgres.inserts import (
     IdTaken,
@@ -36,6 +37,23 @@ from relay.storage.postgres.sql import Q
 from relay.types import NewJob
 
 
+def _refuse_ordering_keys(isolation: str | None, jobs: Sequence[NewJob]) -> None:
+    """Jobs with an ordering key need the caller's transaction at READ COMMITTED: whether a job is held
+    is read after a lock on its key, and only READ COMMITTED reads with a snapshot taken after it (at
+    REPEATABLE READ, a job another producer just committed for the key would not be seen, and two jobs
+    of the key would run at once)."""
+    if isolation not in (None, "read committed"):
+        raise ConfigurationError(
+            f"jobs with an ordering_key need a READ COMMITTED transaction, and this one is {isolation}: "
+            "enqueue them in a READ COMMITTED transaction, or on Relay's own connections"
+        )
+
+
+def _needs_check(jobs: Sequence[NewJob]) -> bool:
+    # Also in a transaction of our own on the caller's connection: it takes the connection's default.
+    return any(job.ordering_key is not None for job in jobs)
+
+
 def _own_transaction(conn: Connection[Any] | AsyncConnection[Any]) -> bool:
     """Whether no caller transaction is open or will open: autocommit, and idle."""
     return conn.autocommit and conn.info.transaction_status == TransactionStatus.IDLE
@@ -46,6 +64,9 @@ def insert_with_connection(
 ) -> list[InsertResult]:
     if not jobs:
         return []
+    if _needs_check(jobs):
+        row = conn.execute(Q["transaction_isolation"]).fetchone()
+        _refuse_ordering_keys(None if row is None else row[0], jobs)
     batch = InsertBatch.of(jobs)
     if _own_transaction(conn):
         try:
@@ -72,6 +93,9 @@ async def insert_with_connection_async(
 ) -> list[InsertResult]:
     if not jobs:
         return []
+    if _needs_check(jobs):
+        row = await (await conn.execute(Q["transaction_isolation"])).fetchone()
+        _refuse_ordering_keys(None if row is None else row[0], jobs)
     batch = InsertBatch.of(jobs)
     if _own_transaction(conn):
         try:
