@@ -99,3 +99,28 @@ class TaskNotFoundError(RelayError, LookupError):
     def __init__(self, name: str) -> None:
         self.name = name
         super().__init__(f"no task registered under the name {name!r}")
+
+
+class WorkflowRunNotFoundError(RelayError, LookupError):
+    code = "not_found"
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"no workflow run with id {run_id!r}")
+
+
+class WorkflowNotFoundError(RelayError, LookupError):
+    """No workflow definition has this name."""
+
+    code = "not_found"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"no workflow named {name!r}")
+
+
+class InvalidWorkflowError(InvalidFieldError):
+    """A workflow definition (or a trigger's parameters) is invalid; ``field`` names where, such as
+    ``workflows/ci.yaml:7: steps[2].depends_on``."""
+
+    code = "invalid_workflow"

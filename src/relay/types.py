@@ -95,6 +95,22 @@ class CatchUp(StrEnum):
     SKIP = "skip"  # none: the next tick on time runs
 
 
+class RunState(StrEnum):
+    """A workflow run's state, derived from its steps' jobs (never stored on its own)."""
+
+    RUNNING = "running"  # a step has not ended yet
+    COMPLETED = "completed"  # every step completed (or failed with allow_failure)
+    FAILED = "failed"  # a step failed (out of attempts, or cancelled) and the run went as far as it could
+    CANCELLED = "cancelled"  # an operator cancelled the run
+
+
+class FailurePolicy(StrEnum):
+    """What a failed step does to the rest of its run."""
+
+    STOP = "stop"  # every step still waiting is cancelled (the default)
+    CONTINUE = "continue"  # only the steps that depend on it are cancelled; other branches go on
+
+
 class Outcome(StrEnum):
     """What a worker reports at the end of an attempt."""
 
@@ -180,6 +196,9 @@ class NewJob:
     ordering_key: str | None = None  # jobs of one key (in one queue) run one at a time, in order
     unique_for: float | None = None  # seconds the idempotency key holds; None: no time limit
     unique_while: UniqueWhile = UniqueWhile.STORED
+    # Set by storage for the jobs of a workflow run (relay.storage.base.Workflows), never by a document.
+    workflow_run_id: str | None = None
+    workflow_step: str | None = None
 
     def with_payload(self, payload: JSON) -> NewJob:
         """This job with another payload: what each enqueue of a task does to the task's template.
@@ -318,6 +337,8 @@ class Job:
     held: bool = False  # waiting behind an earlier job of its ordering key: not claimable yet
     unique_until: datetime | None = None  # when the idempotency key stops holding (None: never)
     unique_while: UniqueWhile = UniqueWhile.STORED
+    workflow_run_id: str | None = None  # the run this job is a step of
+    workflow_step: str | None = None  # the step's name in its run
 
     @property
     def attempts_left(self) -> bool:
@@ -421,3 +442,79 @@ class WorkerInfo:
     started_at: datetime
     last_heartbeat_at: datetime
     running: tuple[str, ...] = ()  # ids of the jobs it runs now
+
+
+@dataclass(frozen=True, slots=True)
+class StepSpec:
+    """One step of a workflow run to start: its job, and the steps it waits for."""
+
+    name: str
+    job: NewJob
+    depends_on: tuple[str, ...] = ()
+    allow_failure: bool = False  # a failure of this step counts as a success for the steps after it
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowStep:
+    """A step of a stored run, as its job is now (``state`` None: its job was pruned or purged)."""
+
+    name: str
+    job_id: str
+    depends_on: tuple[str, ...]
+    allow_failure: bool
+    state: JobState | None
+    held: bool  # waiting for the steps it depends on
+    attempt: int = 0
+    result: JSON = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowRun:
+    """A run of a workflow: its steps in definition order, its state derived from theirs."""
+
+    id: str
+    workflow: str  # the definition's name ("chain", "group", "chord" for the Python canvas)
+    policy: FailurePolicy
+    params: dict[str, JSON]
+    cancelled: bool  # an operator cancelled it
+    created_at: datetime
+    steps: tuple[WorkflowStep, ...]
+
+    @property
+    def state(self) -> RunState:
+        return run_state(self.steps, self.cancelled)
+
+    @property
+    def finished_at(self) -> datetime | None:
+        if self.state is RunState.RUNNING:
+            return None
+        ends = [s.finished_at for s in self.steps if s.finished_at is not None]
+        return max(ends) if ends else self.created_at
+
+    def step(self, name: str) -> WorkflowStep:
+        for s in self.steps:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+
+def step_succeeded(state: JobState | None, allow_failure: bool) -> bool:
+    """Whether a step that ended in ``state`` lets the steps after it run."""
+    if state is JobState.COMPLETED:
+        return True
+    return allow_failure and state in (JobState.DEAD, JobState.CANCELLED)
+
+
+def run_state(steps: tuple[WorkflowStep, ...], cancelled: bool) -> RunState:
+    """Running while a step has not ended; then failed if one failed without allow_failure (or was
+    cancelled because of it), else completed. A cancelled run is cancelled."""
+    if cancelled:
+        return RunState.CANCELLED
+    if any(s.state is not None and s.state not in JobState.final() for s in steps):
+        return RunState.RUNNING
+    # A step whose job is gone (pruned after the retention) had ended: it does not fail the run.
+    if all(s.state is None or step_succeeded(s.state, s.allow_failure) for s in steps):
+        return RunState.COMPLETED
+    return RunState.FAILED

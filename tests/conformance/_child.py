@@ -87,11 +87,30 @@ async def fire_schedule(storage: Storage, index: int, *, name: str, ticks: list[
             fired.append(tick.isoformat())
 
 
+async def drain_run(storage: Storage, index: int, *, queue: str, run_id: str) -> dict[str, Any]:
+    """Claim and complete the steps of a workflow run until the run is no longer running."""
+    worker_id = f"drainer-{index}"
+    claimed: list[str] = []
+    while True:
+        jobs = await storage.job_claim(ClaimParams(queues=[queue], worker_id=worker_id, limit=3))
+        if jobs:
+            claimed.extend(job.id for job in jobs)
+            items = [FinishItem(job.id, job.lease_token or "", Outcome.COMPLETED) for job in jobs]
+            await storage.job_finish_many(items)
+            continue
+        run = await storage.workflow_get(run_id)
+        assert run is not None
+        if run.state.value != "running":
+            return {"worker_id": worker_id, "claimed": claimed}
+        await storage.wait_for_jobs([queue], 0.05)  # a released step wakes it; else it looks again
+
+
 WORK: dict[str, Work] = {
     "insert": insert_with_keys,
     "claim": claim_until_empty,
     "claim_once": claim_once,
     "fire": fire_schedule,
+    "drain_run": drain_run,
 }
 
 

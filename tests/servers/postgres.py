@@ -291,7 +291,7 @@ EMPTY = """
     WHERE datname = current_database() AND pid <> pg_backend_pid();
     SET lock_timeout = '10s';
     TRUNCATE relay.jobs, relay.job_logs, relay.queues, relay.workers, relay.leaders, relay.rate_buckets,
-        relay.schedules RESTART IDENTITY;
+        relay.schedules, relay.workflow_runs RESTART IDENTITY;
 """
 
 

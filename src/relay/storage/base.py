@@ -50,8 +50,12 @@ from relay.storage.params import (
     ScheduleFire,
     ScheduleFireResult,
     ScheduleParams,
+    WorkflowListParams,
+    WorkflowPage,
+    WorkflowStart,
+    WorkflowStarted,
 )
-from relay.types import Job, LogLine, NewJob, QueueInfo, QueueLimits, Schedule, WorkerInfo
+from relay.types import Job, LogLine, NewJob, QueueInfo, QueueLimits, Schedule, WorkerInfo, WorkflowRun
 
 
 class JobWriter(Protocol):
@@ -213,6 +217,32 @@ class Schedules(Protocol):
         ...
 
 
+class Workflows(Protocol):
+    """Workflow runs: persisted DAGs of jobs. Every transition is a job's own (claim, finish, reap,
+    cancel, requeue) plus its effects on the run's other steps, decided in the same transaction by the
+    rules of ``relay.storage.workflow_rules``: a step's success releases the steps waiting only for it,
+    its failure cancels the steps that can no longer run. A run's state is derived from its steps'."""
+
+    async def workflow_start(self, p: WorkflowStart) -> WorkflowStarted: ...
+
+    async def workflow_get(self, run_id: str) -> WorkflowRun | None: ...
+
+    async def workflow_list(self, p: WorkflowListParams) -> WorkflowPage:
+        """Runs newest first; the cursor stays stable while new runs start."""
+        ...
+
+    async def workflow_cancel(self, run_id: str) -> WorkflowRun:
+        """Cancel a run: its waiting steps at once, its running steps asked to stop (as job_cancel).
+        Raises ``WorkflowRunNotFoundError``."""
+        ...
+
+    async def workflow_retry_step(self, run_id: str, step: str) -> WorkflowRun:
+        """Bring a failed step back (``workflow_rules.to_retry``): its job requeued, and the steps its
+        failure cancelled waiting again. Raises ``WorkflowRunNotFoundError``, ``KeyError``-like
+        ``InvalidTransitionError`` when the step cannot be retried."""
+        ...
+
+
 class Notifier(Protocol):
     """Wake-ups when jobs arrive. Only a hint: polling stays the source of truth."""
 
@@ -236,7 +266,7 @@ class TransactionalInsert(Protocol):
 
 
 @runtime_checkable
-class Storage(JobWriter, Maintenance, Admin, Schedules, Notifier, Protocol):
+class Storage(JobWriter, Maintenance, Admin, Schedules, Workflows, Notifier, Protocol):
     """A whole backend. Only the composition root (``relay.app``) picks a concrete one."""
 
     @property

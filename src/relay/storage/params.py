@@ -6,10 +6,23 @@ Params can grow new fields with defaults without breaking call sites (the river 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from relay.types import JSON, AttemptError, CatchUp, Job, JobKind, JobState, NewJob, Outcome, Schedule
+from relay.types import (
+    JSON,
+    AttemptError,
+    CatchUp,
+    FailurePolicy,
+    Job,
+    JobKind,
+    JobState,
+    NewJob,
+    Outcome,
+    Schedule,
+    StepSpec,
+    WorkflowRun,
+)
 
 #: Kinds a built-in worker runs. ``external`` jobs are only handed out through the runner protocol.
 BUILTIN_KINDS: tuple[JobKind, ...] = (JobKind.TASK, JobKind.SHELL)
@@ -246,3 +259,42 @@ class ScheduleFire:
 class ScheduleFireResult:
     fired: bool  # False: another node fired this tick first (or the schedule changed or went)
     job: Job | None = None  # the tick's job when it was enqueued (or found already enqueued)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowStart:
+    """Start a run of a workflow: the run and one job per step, in one transaction.
+
+    Steps with dependencies start held (their jobs exist, pending or scheduled, but no claim takes
+    them); each is released in the transaction that records the last of its dependencies' success
+    (``relay.storage.workflow_rules``). ``run_id`` given and taken: the existing run is returned and
+    nothing is inserted (a scheduled trigger starts each tick's run once). The graph was checked by
+    ``relay.workflows`` (names unique, dependencies known, no cycle, no ordering keys).
+    """
+
+    workflow: str
+    steps: Sequence[StepSpec]
+    params: dict[str, JSON] = field(default_factory=dict)
+    policy: FailurePolicy = FailurePolicy.STOP
+    run_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowStarted:
+    run: WorkflowRun
+    created: bool  # False: a run with this id existed already
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowListParams:
+    """Runs newest first, of one workflow or of all; ``cursor`` is a page's ``next_cursor``."""
+
+    workflow: str | None = None
+    limit: int = 50
+    cursor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowPage:
+    runs: list[WorkflowRun]
+    next_cursor: str | None

@@ -24,6 +24,8 @@ JOB_COLUMNS = (
     # storage's own, not a Job field: a dead job that keeps its ordering key held (it died while its
     # queue's ordering_dead was "block"; decided when it dies)
     "dead_blocks",
+    # workflows (issue 13): the run a job is a step of, and the step's name
+    "workflow_run_id", "workflow_step",
 )  # fmt: skip
 
 Row = tuple[Any, ...]

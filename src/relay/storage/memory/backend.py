@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from relay.clock import Clock, SystemClock
 from relay.storage.flow_control import ClaimPlanner
 from relay.storage.local_notifier import LocalNotifier
-from relay.storage.memory import operations, schedules
+from relay.storage.memory import operations, schedules, workflows
 from relay.storage.memory.store import JobRecord, MemoryStore, encode_json
 from relay.storage.params import (
     Capabilities,
@@ -49,6 +49,10 @@ from relay.storage.params import (
     ScheduleFire,
     ScheduleFireResult,
     ScheduleParams,
+    WorkflowListParams,
+    WorkflowPage,
+    WorkflowStart,
+    WorkflowStarted,
 )
 from relay.types import (
     NO_LIMITS,
@@ -62,6 +66,7 @@ from relay.types import (
     QueueLimits,
     Schedule,
     WorkerInfo,
+    WorkflowRun,
     new_lease_token,
 )
 
@@ -425,6 +430,32 @@ class MemoryStorage:
         if result.job is not None:
             self._wake({result.job.queue})
         return result
+
+    # -- Workflows ------------------------------------------------------------------------------------
+
+    async def workflow_start(self, p: WorkflowStart) -> WorkflowStarted:
+        with self._lock:
+            started = workflows.start(self._data, p, self._clock.now())
+        self._wake(set())
+        return started
+
+    async def workflow_get(self, run_id: str) -> WorkflowRun | None:
+        with self._lock:
+            return workflows.get(self._data, run_id)
+
+    async def workflow_list(self, p: WorkflowListParams) -> WorkflowPage:
+        with self._lock:
+            return workflows.list_runs(self._data, p)
+
+    async def workflow_cancel(self, run_id: str) -> WorkflowRun:
+        with self._lock:
+            return workflows.cancel(self._data, run_id, self._clock.now())
+
+    async def workflow_retry_step(self, run_id: str, step: str) -> WorkflowRun:
+        with self._lock:
+            run = workflows.retry_step(self._data, run_id, step, self._clock.now())
+        self._wake(set())
+        return run
 
     # -- Admin: workers -------------------------------------------------------------------------------
 

@@ -38,12 +38,15 @@ from datetime import datetime, timedelta
 import orjson
 
 from relay.errors import DuplicateJobError, InvalidJobError
+from relay.storage import workflow_rules
 from relay.storage.flow_control import Bucket, BucketKey
+from relay.storage.workflow_rules import Effects, Node, StepNow
 from relay.types import (
     JSON,
     NO_LIMITS,
     AttemptError,
     Backoff,
+    FailurePolicy,
     Job,
     JobKind,
     JobState,
@@ -129,6 +132,8 @@ class JobRecord:
     dead_blocks: bool = False  # dead while its queue's ordering_dead was "block": it holds its key
     unique_until: datetime | None = None
     unique_while: UniqueWhile = UniqueWhile.STORED
+    workflow_run_id: str | None = None
+    workflow_step: str | None = None
 
     def claim_order(self) -> tuple[int, datetime, int]:
         """Sort key of the claim: priority DESC, run_at ASC, insertion order ASC."""
@@ -177,6 +182,8 @@ class JobRecord:
             held=self.held,
             unique_until=self.unique_until,
             unique_while=self.unique_while,
+            workflow_run_id=self.workflow_run_id,
+            workflow_step=self.workflow_step,
         )
 
     def holds_key(self, now: datetime) -> bool:
@@ -219,7 +226,24 @@ def new_record(spec: NewJob, job_id: str, now: datetime, parent_id: str | None =
         ordering_key=spec.ordering_key,
         unique_until=None if spec.unique_for is None else now + timedelta(seconds=spec.unique_for),
         unique_while=spec.unique_while,
+        workflow_run_id=spec.workflow_run_id,
+        workflow_step=spec.workflow_step,
     )
+
+
+@dataclass(slots=True, eq=False)
+class RunRecord:
+    """One workflow run: its graph (in definition order) and the ids of its steps' jobs."""
+
+    seq: int
+    id: str
+    workflow: str
+    policy: FailurePolicy
+    params: bytes
+    created_at: datetime
+    nodes: tuple[Node, ...]
+    job_ids: dict[str, str]  # step name -> job id
+    cancelled: bool = False
 
 
 # -- the store -----------------------------------------------------------------------------------------
@@ -249,6 +273,9 @@ class MemoryStore:
         self.buckets: dict[BucketKey, Bucket] = {}
         self.ordered: dict[tuple[str, str], dict[str, JobRecord]] = {}
         self.schedules: dict[str, Schedule] = {}
+        self.runs: dict[str, RunRecord] = {}
+        self.last_run_seq = 0
+        self._in_effects = False  # applying a step's effects: they do not cascade
         self.wakeups: set[str] = set()  # queues whose held jobs were released: the backend notifies them
         self._last_seq = 0
 
@@ -337,12 +364,15 @@ class MemoryStore:
         """Move ``record`` to ``state`` (keeping the indexes and the ordering rule right) and stamp
         ``updated_at``."""
         was_blocking = self._blocking(record)
+        old_state = record.state
         self._unindex(record)
         record.state = state
         record.updated_at = now
         # Decided once, when it dies: a later change of the setting applies to jobs that die after it.
         record.dead_blocks = state is JobState.DEAD and self._dead_blocks_in(record.queue)
         self._index(record)
+        if record.workflow_run_id is not None:
+            self._step_changed(record, old_state, now)
         if record.ordering_key is None or was_blocking == self._blocking(record):
             return
         group = self.ordered[(record.queue, record.ordering_key)]
@@ -366,6 +396,71 @@ class MemoryStore:
                 self._release_next(group)
             else:
                 del self.ordered[(record.queue, record.ordering_key)]
+
+    # -- workflow runs --------------------------------------------------------------------------------
+
+    def _step_changed(self, record: JobRecord, old_state: JobState, now: datetime) -> None:
+        """A step's job changed state: its effects on the run's other steps (workflow_rules), in this
+        very operation. Effects change other steps through set_state too, but never cascade again."""
+        run = self.runs.get(record.workflow_run_id or "")
+        if run is None or self._in_effects:
+            return
+        ended = old_state not in _FINAL and record.state in _FINAL
+        back = old_state in _FINAL and record.state not in _FINAL
+        if not ended and not back:
+            return
+        self._in_effects = True
+        try:
+            if ended and not run.cancelled:
+                self._apply(
+                    run,
+                    workflow_rules.after_step_ended(
+                        run.nodes, self.steps_now(run), record.workflow_step or "", run.policy
+                    ),
+                    now,
+                )
+            elif back:
+                self._revive(run, record, old_state, now)
+        finally:
+            self._in_effects = False
+
+    def steps_now(self, run: RunRecord) -> dict[str, StepNow]:
+        now: dict[str, StepNow] = {}
+        for node in run.nodes:
+            job = self.jobs.get(run.job_ids[node.name])
+            now[node.name] = StepNow(None, False) if job is None else StepNow(job.state, job.held)
+        return now
+
+    def _apply(self, run: RunRecord, effects: Effects, now: datetime) -> None:
+        for name in effects.release:
+            job = self.jobs[run.job_ids[name]]
+            job.held = False
+            self.wakeups.add(job.queue)
+        for name in effects.cancel:
+            job = self.jobs[run.job_ids[name]]
+            job.held = False
+            job.finished_at = now
+            self.set_state(job, JobState.CANCELLED, now)
+
+    def _revive(self, run: RunRecord, record: JobRecord, old_state: JobState, now: datetime) -> None:
+        """A step's job was requeued: the steps its failure cancelled wait again (workflow_rules)."""
+        before = self.steps_now(run)
+        before[record.workflow_step or ""] = StepNow(old_state, False)
+        plan = workflow_rules.to_retry(run.nodes, before, record.workflow_step or "")
+        run.cancelled = False
+        if plan is None:  # a dependency failed and stays failed: it waits for that one's retry
+            record.held = True
+            return
+        for name, held in plan.items():
+            job = self.jobs[run.job_ids[name]]
+            if job is not record:
+                job.finished_at = None
+                job.run_at = now
+                job.cancel_requested = False
+                self.set_state(job, JobState.PENDING, now)
+            job.held = held
+            if not held:
+                self.wakeups.add(job.queue)
 
     # -- ordering keys --------------------------------------------------------------------------------
 

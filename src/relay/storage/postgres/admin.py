@@ -3,7 +3,8 @@
 Each function runs on the backend's loop with a pooled autocommit connection; every change is one
 statement. Where a change is refused (cancel of a final job, requeue of a running one) the statement
 changes nothing and returns nothing, and a read of the job's state says why. Cancel, requeue and purge
-keep the ordering rule in the same statement (relay.release_next, see queries.sql).
+keep the ordering rule in the same statement (relay.release_next, see queries.sql). A workflow's
+step is cancelled or requeued in a transaction that locks its run first (:mod:`.workflows`).
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from relay.errors import InvalidTransitionError, JobNotFoundError
+from relay.errors import InvalidTransitionError, JobNotFoundError, WorkflowRunNotFoundError
 from relay.storage.flow_control import Bucket, tokens_now
 from relay.storage.params import JobPage, ListParams, LogParams, PurgeParams, RequeueParams
+from relay.storage.postgres import workflows
 from relay.storage.postgres.rows import (
     SEQ,
     TABLE_COLUMNS,
@@ -38,6 +40,7 @@ from relay.types import (
     QueueLimits,
     RateLimit,
     WorkerInfo,
+    WorkflowRun,
 )
 
 Conn = AsyncConnection[Any]
@@ -88,7 +91,20 @@ def _parse_cursor(cursor: str | None) -> int:
 
 
 async def cancel_job(conn: Conn, now: datetime | None, job_id: str) -> Job:
-    """Rule 12."""
+    """Rule 12. A workflow's step is cancelled in a transaction that locks its run first and applies
+    what its end does to the run (:mod:`.workflows`)."""
+    if not await _steps_of(conn, [job_id]):
+        return await _cancel_one(conn, now, job_id)
+    async with conn.transaction():
+        steps = await _steps_of(conn, [job_id])  # again, now that the run is about to be locked
+        runs = await workflows.lock_runs(conn, [run_id for _, _, run_id, _ in steps])
+        job = await _cancel_one(conn, now, job_id)
+        if job.state is JobState.CANCELLED and job.workflow_run_id is not None:
+            await workflows.steps_ended(conn, now, runs, [(job.workflow_run_id, job.workflow_step or "")])
+        return job
+
+
+async def _cancel_one(conn: Conn, now: datetime | None, job_id: str) -> Job:
     cur = await conn.execute(Q["job_cancel"], {"id": job_id, "now": now})
     row = await cur.fetchone()
     if row is None:
@@ -96,8 +112,39 @@ async def cancel_job(conn: Conn, now: datetime | None, job_id: str) -> Job:
     return job_from_row(row)
 
 
-async def requeue_jobs(conn: Conn, now: datetime | None, p: RequeueParams) -> list[Job]:
-    """Rule 13 (the caller checked that ``p.states`` are requeueable)."""
+async def _steps_of(conn: Conn, job_ids: list[str]) -> list[Row]:
+    """``id, state, workflow_run_id, workflow_step`` of those of ``job_ids`` that are workflow steps."""
+    cur = await conn.execute(Q["job_workflow_lookup"], {"ids": job_ids})
+    return await cur.fetchall()
+
+
+async def requeue_jobs(conn: Conn, now: datetime | None, p: RequeueParams) -> tuple[list[Job], list[str]]:
+    """Rule 13 (the caller checked that ``p.states`` are requeueable). Workflow steps among the jobs:
+    in a transaction that locks their runs first, their states before the requeue read, and
+    :func:`workflows.steps_requeued` applied (a step back from a final state brings back the steps
+    its failure cancelled, or comes back held). Returns the jobs and the queues of the other steps
+    brought back (woken)."""
+    if not await _requeued_steps(conn, p):
+        return await _requeue(conn, now, p), []
+    async with conn.transaction():
+        steps = await _requeued_steps(conn, p)  # the states before, read once the runs are locked
+        runs = await workflows.lock_runs(conn, [run_id for _, _, run_id, _ in steps])
+        jobs = await _requeue(conn, now, p)
+        moved = {job.id for job in jobs}
+        items = [(run_id, job_id, step, before) for job_id, before, run_id, step in steps if job_id in moved]
+        held, woken = await workflows.steps_requeued(conn, now, runs, items)
+    return [replace(j, held=held[j.id]) if j.id in held else j for j in jobs], woken
+
+
+async def _requeued_steps(conn: Conn, p: RequeueParams) -> list[Row]:
+    if p.job_id is not None:
+        return await _steps_of(conn, [p.job_id])
+    params = {"states": [s.value for s in p.states], "queue": p.queue}
+    cur = await conn.execute(Q["job_workflow_lookup_states"], params)
+    return await cur.fetchall()
+
+
+async def _requeue(conn: Conn, now: datetime | None, p: RequeueParams) -> list[Job]:
     if p.job_id is not None:
         cur = await conn.execute(Q["job_requeue_one"], {"id": p.job_id, "now": now})
         row = await cur.fetchone()
@@ -107,6 +154,22 @@ async def requeue_jobs(conn: Conn, now: datetime | None, p: RequeueParams) -> li
     params = {"states": [s.value for s in p.states], "queue": p.queue, "now": now}
     cur = await conn.execute(Q["job_requeue_many"], params)
     return _requeued(await cur.fetchall())  # by seq
+
+
+async def retry_step(
+    conn: Conn, now: datetime | None, run_id: str, step: str
+) -> tuple[WorkflowRun, list[str]]:
+    """Retry ``step`` of run ``run_id``: its job requeued (:func:`requeue_jobs`, which brings back what
+    its failure cancelled), in one transaction under the run's lock."""
+    async with conn.transaction():
+        run = (await workflows.lock_runs(conn, [run_id])).get(run_id)
+        if run is None:
+            raise WorkflowRunNotFoundError(run_id)
+        job_id = await workflows.retry_target(conn, run, step)
+        jobs, woken = await requeue_jobs(conn, now, RequeueParams(job_id=job_id))
+        found = await workflows.get(conn, now, run_id)
+        assert found is not None  # locked in this transaction
+    return found, [*(job.queue for job in jobs), *woken]
 
 
 _RELEASED = len(TABLE_COLUMNS)  # after the job's columns: the ids of the jobs the statement released

@@ -7,7 +7,8 @@ LISTEN connection and the leader connection live, and runs one small function of
 (:mod:`.notifier`), leadership is a table term backed by an advisory lock (:mod:`.leader`), and
 :meth:`PostgresStorage.insert_with_connection` enqueues inside a caller's own transaction
 (:mod:`.transactional`). Flow control (limits, ordering keys, unique windows) lives in the SQL: see
-``job_claim`` / ``relay.claim_limited``, ``relay.release_next`` and ``job_insert``.
+``job_claim`` / ``relay.claim_limited``, ``relay.release_next`` and ``job_insert``. Workflow runs are
+:mod:`.workflows`: a run's row, locked by every transaction that moves its steps on.
 
 Connections per process: at most ``pool_size`` pooled ones, plus one LISTEN connection, plus one leader
 connection once the process takes part in leader elections.
@@ -53,15 +54,29 @@ from relay.storage.params import (
     ScheduleFire,
     ScheduleFireResult,
     ScheduleParams,
+    WorkflowListParams,
+    WorkflowPage,
+    WorkflowStart,
+    WorkflowStarted,
 )
-from relay.storage.postgres import admin, maintenance, schedules, transactional, writes
+from relay.storage.postgres import admin, maintenance, schedules, transactional, workflows, writes
 from relay.storage.postgres.database import CONNECTION_ERRORS, Database, connection_kwargs, unavailable
 from relay.storage.postgres.inserts import InsertBatch
 from relay.storage.postgres.leader import LeaderLocks
 from relay.storage.postgres.notifier import Listener, notify_payload
 from relay.storage.postgres.options import parse_options
 from relay.storage.postgres.sql import Q
-from relay.types import Job, JobState, LogLine, NewJob, QueueInfo, QueueLimits, Schedule, WorkerInfo
+from relay.types import (
+    Job,
+    JobState,
+    LogLine,
+    NewJob,
+    QueueInfo,
+    QueueLimits,
+    Schedule,
+    WorkerInfo,
+    WorkflowRun,
+)
 
 T = TypeVar("T")
 
@@ -252,8 +267,8 @@ class PostgresStorage:
         if p.job_id is None and not set(p.states) <= JobState.requeueable():
             wrong = sorted(str(s) for s in set(p.states) - JobState.requeueable())
             raise ValueError(f"only dead, failed or cancelled jobs can be requeued, not {', '.join(wrong)}")
-        jobs = await self._db.run(lambda conn, now: admin.requeue_jobs(conn, now, p))
-        self._waiters.notify_threadsafe([job.queue for job in jobs])
+        jobs, woken = await self._db.run(lambda conn, now: admin.requeue_jobs(conn, now, p))
+        self._waiters.notify_threadsafe([*(job.queue for job in jobs), *woken])
         return jobs
 
     async def job_purge(self, p: PurgeParams) -> int:
@@ -309,6 +324,29 @@ class PostgresStorage:
         if result.job is not None:
             self._waiters.notify_threadsafe([result.job.queue])
         return result
+
+    # -- workflows ------------------------------------------------------------------------------
+
+    async def workflow_start(self, p: WorkflowStart) -> WorkflowStarted:
+        started, woken = await self._db.run(lambda conn, now: workflows.start(conn, now, p))
+        self._waiters.notify_threadsafe(woken)
+        return started
+
+    async def workflow_get(self, run_id: str) -> WorkflowRun | None:
+        return await self._db.run(lambda conn, now: workflows.get(conn, now, run_id), idempotent=True)
+
+    async def workflow_list(self, p: WorkflowListParams) -> WorkflowPage:
+        return await self._db.run(lambda conn, now: workflows.list_runs(conn, now, p), idempotent=True)
+
+    async def workflow_cancel(self, run_id: str) -> WorkflowRun:
+        return await self._db.run(lambda conn, now: workflows.cancel(conn, now, run_id))
+
+    async def workflow_retry_step(self, run_id: str, step: str) -> WorkflowRun:
+        run, woken = await self._db.run(lambda conn, now: admin.retry_step(conn, now, run_id, step))
+        self._waiters.notify_threadsafe(woken)
+        return run
+
+    # -- workers --------------------------------------------------------------------------------
 
     async def worker_heartbeat(self, info: WorkerInfo) -> None:
         await self._db.run(lambda conn, now: admin.upsert_worker(conn, now, info), idempotent=True)

@@ -2,7 +2,8 @@
 (semantics.md rules 6-8).
 
 Each is one statement on a pooled autocommit connection (queries.sql), safe to run again: a second run
-finds nothing left to do. Leader election itself is in :mod:`.leader`.
+finds nothing left to do (the reaper adds a transaction for workflow steps, see :func:`reap_expired`).
+Leader election itself is in :mod:`.leader`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from relay.storage.params import PruneParams, ReapResult
+from relay.storage.postgres import workflows
 from relay.storage.postgres.sql import Q
 
 Conn = AsyncConnection[Any]
@@ -22,11 +24,23 @@ LEASE_EXPIRED_MESSAGE = "lease expired: the worker stopped heartbeating"
 
 
 async def reap_expired(conn: Conn, now: datetime | None) -> ReapResult:
-    """Rule 6 in one statement, on_failure chains of the jobs that went dead included."""
+    """Rule 6 in one statement, on_failure chains of the jobs that went dead included; then, if any
+    workflow step's lease expired too, those steps in a transaction that locks their runs first and
+    applies what their end does to the runs (:mod:`.workflows`)."""
     params = {"now": now, "type": LEASE_EXPIRED_TYPE, "message": LEASE_EXPIRED_MESSAGE}
-    cur = await conn.execute(Q["job_reap_expired"], params)
+    cur = await conn.execute(Q["job_reap_expired"], {**params, "runs": None})
+    rows = await cur.fetchall()
+    cur = await conn.execute(Q["workflow_steps_expired"], {"now": now})
+    if run_ids := [run_id for (run_id,) in await cur.fetchall()]:
+        async with conn.transaction():
+            runs = await workflows.lock_runs(conn, run_ids)
+            cur = await conn.execute(Q["job_reap_expired"], {**params, "runs": run_ids})
+            steps = await cur.fetchall()
+            ended = [(run_id, step) for _, state, _, run_id, step in steps if state != "pending"]
+            await workflows.steps_ended(conn, now, runs, ended)
+        rows.extend(steps)
     by_state: dict[str, list[str]] = {"pending": [], "dead": [], "cancelled": []}
-    for job_id, state, _ in await cur.fetchall():  # in seq order
+    for job_id, state, *_ in rows:  # in seq order, steps after the rest
         by_state[state].append(job_id)
     return ReapResult(
         requeued=tuple(by_state["pending"]),

@@ -298,9 +298,13 @@ RETURNING j.id, j.cancel_requested
 -- relay.insert_chained, a no-op call for jobs with neither), and wake the queues that got a claimable
 -- job, or a free slot (queues with a concurrency limit: every job here leaves running). Errors are appended to the
 -- stored JSON array as text: `json` has no append operator, and jsonb cannot hold every stderr (\u0000).
+-- Workflow steps: with <steps> false (the hot path), a fenced step is not finished but answered with
+-- state 'step' and its run (the last two columns: run id, and for a finished step its name); the
+-- caller then finishes those with <steps> true in a transaction that first locked their runs
+-- (relay.storage.postgres.workflows), so that the run's other steps change with the outcome.
 WITH clock AS MATERIALIZED (SELECT coalesce(%(now)s::timestamptz, now()) AS now),
 fenced AS (
-    SELECT j.seq,
+    SELECT j.seq, j.id,
            CASE WHEN json_typeof(i.result) <> 'null' THEN i.result END AS result,
            CASE WHEN json_typeof(i.error) <> 'null' THEN i.error END AS error,
            i.retry_delay::double precision AS retry_delay,
@@ -311,7 +315,8 @@ fenced AS (
                WHEN i.outcome = 'failed' THEN
                    CASE WHEN i.retryable::boolean AND j.attempt <= j.max_retries THEN 'failed' ELSE 'dead' END
                ELSE 'pending'
-           END AS new_state
+           END AS new_state,
+           j.workflow_run_id AS run_id
     FROM ROWS FROM (
         json_array_elements_text(%(id)s::json), json_array_elements_text(%(lease_token)s::json),
         json_array_elements_text(%(outcome)s::json), json_array_elements(%(result)s::json),
@@ -344,9 +349,10 @@ finished AS (
         ),
         updated_at = clock.now
     FROM fenced AS f, clock
-    WHERE j.seq = f.seq
+    WHERE j.seq = f.seq AND (f.run_id IS NOT NULL) = %(steps)s::boolean
     RETURNING j.seq, j.id, j.state, j.queue, j.ordering_key,
-              CASE j.state WHEN 'completed' THEN j.on_success WHEN 'dead' THEN j.on_failure END AS chain
+              CASE j.state WHEN 'completed' THEN j.on_success WHEN 'dead' THEN j.on_failure END AS chain,
+              j.workflow_step
 ),
 chained AS MATERIALIZED (
     SELECT c.chained_queue AS queue, c.chained_state AS state FROM relay.insert_chained(
@@ -368,12 +374,12 @@ woken AS (
     SELECT q.name FROM relay.queues AS q
     WHERE (q.concurrency IS NOT NULL OR q.key_concurrency IS NOT NULL) AND q.name IN (SELECT queue FROM finished)
 )
-SELECT f.id, f.state, (
+SELECT f.id, coalesce(u.state, 'step'), (
     SELECT pg_notify('relay_jobs', CASE WHEN length(q) < 8000 THEN q ELSE '*' END)
     FROM (SELECT json_agg(queue)::text AS q FROM woken) AS w
     WHERE q IS NOT NULL
-)
-FROM finished AS f
+), f.run_id, u.workflow_step
+FROM fenced AS f LEFT JOIN finished AS u ON u.seq = f.seq
 
 -- name: job_log_append
 -- Lines of a job that no longer exists (pruned meanwhile) are dropped rather than left orphaned.
@@ -393,10 +399,14 @@ ORDER BY l.ord
 -- wake-ups of freed slots, as in job_finish. SKIP LOCKED: a job being finished or heartbeated right now is
 -- left for the next round (its worker is alive). The LeaseExpired error is shaped like
 -- relay.types.AttemptError.to_json(); `at` is rendered by json_build_object in ISO 8601.
+-- <runs>: NULL reaps the expired jobs outside workflow runs; else only the steps of those runs, which
+-- the caller locked first (relay.storage.postgres.maintenance reaps steps that way, after the rest).
 WITH clock AS MATERIALIZED (SELECT coalesce(%(now)s::timestamptz, now()) AS now),
 expired AS (
     SELECT j.seq FROM relay.jobs AS j
     WHERE j.state = 'running' AND j.lease_expires_at < (SELECT now FROM clock)
+      AND CASE WHEN %(runs)s::text[] IS NULL THEN j.workflow_run_id IS NULL
+               ELSE j.workflow_run_id = ANY(%(runs)s::text[]) END
     ORDER BY j.seq
     FOR UPDATE SKIP LOCKED
 ),
@@ -427,7 +437,7 @@ reaped AS (
     FROM expired, clock
     WHERE j.seq = expired.seq
     RETURNING j.seq, j.id, j.state, j.queue, j.ordering_key,
-              CASE WHEN j.state = 'dead' THEN j.on_failure END AS chain
+              CASE WHEN j.state = 'dead' THEN j.on_failure END AS chain, j.workflow_run_id, j.workflow_step
 ),
 chained AS MATERIALIZED (
     SELECT c.chained_queue AS queue, c.chained_state AS state FROM relay.insert_chained(
@@ -453,7 +463,7 @@ SELECT r.id, r.state, (
     SELECT pg_notify('relay_jobs', CASE WHEN length(q) < 8000 THEN q ELSE '*' END)
     FROM (SELECT json_agg(queue)::text AS q FROM woken) AS w
     WHERE q IS NOT NULL
-)
+), r.workflow_run_id, r.workflow_step
 FROM reaped AS r
 ORDER BY r.seq
 
@@ -832,3 +842,144 @@ SELECT pg_notify('relay_jobs', %(payload)s)
 
 -- name: ping
 SELECT 1
+
+-- ---------------------------------------------------------------------------------------------------
+-- workflow runs (relay.storage.postgres.workflows)
+--
+-- A run's steps are read and changed by their job ids (the run's `steps` graph holds them), each a
+-- probe of jobs_id_key: no index on jobs.workflow_run_id, so that jobs outside workflows pay for none.
+-- Lock order: a transaction that changes steps because another ended or came back locks the runs'
+-- rows first (workflow_runs_lock, by id), then the steps' jobs.
+
+-- name: workflow_steps_insert
+-- A run's steps: job_insert without idempotency or ordering keys (a step has neither), each with its
+-- run, its name and whether it waits for the steps it depends on (<held>).
+WITH clock AS MATERIALIZED (SELECT coalesce(%(now)s::timestamptz, now()) AS now),
+inserted AS (
+    INSERT INTO relay.jobs (
+        id, queue, kind, state, priority, attempt, max_retries, backoff_kind, backoff_base, backoff_max,
+        timeout, lease, run_at, created_at, updated_at, cancel_requested, payload, on_success, on_failure,
+        tags, metadata, checkpoint, errors, rate_key, concurrency_key, held, workflow_run_id,
+        workflow_step
+    )
+    SELECT i.id, i.queue, i.kind, CASE WHEN s.start > clock.now THEN 'scheduled' ELSE 'pending' END,
+           i.priority::integer, 0, i.max_retries::integer, i.backoff_kind, i.backoff_base::float8,
+           i.backoff_max::float8, i.timeout::float8, i.lease::float8, s.start, clock.now, clock.now,
+           false, i.payload,
+           CASE WHEN json_typeof(i.on_success) <> 'null' THEN i.on_success END,
+           CASE WHEN json_typeof(i.on_failure) <> 'null' THEN i.on_failure END,
+           i.tags, i.metadata, CASE WHEN json_typeof(i.checkpoint) <> 'null' THEN i.checkpoint END, '[]',
+           i.rate_key, i.concurrency_key, i.held::boolean, i.run_id, i.step
+    FROM clock, ROWS FROM (
+        json_array_elements_text(%(id)s::json), json_array_elements_text(%(queue)s::json),
+        json_array_elements_text(%(kind)s::json), json_array_elements_text(%(priority)s::json),
+        json_array_elements_text(%(run_at)s::json), json_array_elements_text(%(delay)s::json),
+        json_array_elements_text(%(max_retries)s::json), json_array_elements_text(%(backoff_kind)s::json),
+        json_array_elements_text(%(backoff_base)s::json), json_array_elements_text(%(backoff_max)s::json),
+        json_array_elements_text(%(timeout)s::json), json_array_elements_text(%(lease)s::json),
+        json_array_elements(%(payload)s::json), json_array_elements(%(on_success)s::json),
+        json_array_elements(%(on_failure)s::json), json_array_elements(%(tags)s::json),
+        json_array_elements(%(metadata)s::json), json_array_elements(%(checkpoint)s::json),
+        json_array_elements_text(%(rate_key)s::json), json_array_elements_text(%(concurrency_key)s::json),
+        json_array_elements_text(%(held)s::json), json_array_elements_text(%(run_id)s::json),
+        json_array_elements_text(%(step)s::json)
+    ) WITH ORDINALITY AS i(
+        id, queue, kind, priority, run_at, delay, max_retries, backoff_kind, backoff_base, backoff_max,
+        timeout, lease, payload, on_success, on_failure, tags, metadata, checkpoint, rate_key,
+        concurrency_key, held, run_id, step, ord
+    )
+    CROSS JOIN LATERAL (
+        SELECT coalesce(i.run_at::timestamptz, clock.now + i.delay::float8 * interval '1 second') AS start
+    ) AS s
+    ORDER BY i.ord
+    RETURNING *
+),
+registered AS (
+    INSERT INTO relay.queues (name) SELECT DISTINCT queue FROM inserted ON CONFLICT (name) DO NOTHING
+)
+SELECT * FROM inserted
+
+-- name: workflow_run_insert
+INSERT INTO relay.workflow_runs (id, workflow, policy, params, cancelled, created_at, steps)
+VALUES (%(id)s, %(workflow)s, %(policy)s, %(params)s::json, false, %(created_at)s, %(steps)s::json)
+RETURNING seq
+
+-- name: workflow_run_get
+SELECT seq, id, workflow, policy, params, cancelled, created_at, steps FROM relay.workflow_runs
+WHERE id = %(id)s
+
+-- name: workflow_runs_lock
+-- The runs' rows, locked by id (every caller in the same order: no two wait for each other in a cycle).
+SELECT seq, id, workflow, policy, params, cancelled, created_at, steps FROM relay.workflow_runs
+WHERE id = ANY(%(ids)s::text[])
+ORDER BY id
+FOR UPDATE
+
+-- name: workflow_run_list
+-- Newest first from below the cursor (<before_seq>), of one workflow or all (<workflow> NULL); the
+-- caller asks one more row than a page.
+SELECT seq, id, workflow, policy, params, cancelled, created_at, steps FROM relay.workflow_runs
+WHERE seq < %(before_seq)s AND (%(workflow)s::text IS NULL OR workflow = %(workflow)s::text)
+ORDER BY seq DESC
+LIMIT %(limit)s
+
+-- name: workflow_run_set_cancelled
+UPDATE relay.workflow_runs SET cancelled = %(cancelled)s WHERE id = %(id)s
+
+-- name: workflow_steps_now
+-- What the rules decide on (relay.storage.workflow_rules.StepNow), and each step's queue (to wake).
+SELECT id, state, held, queue FROM relay.jobs WHERE id = ANY(%(ids)s::text[])
+
+-- name: workflow_steps_read
+-- What a run shows of its steps (relay.types.WorkflowStep).
+SELECT id, state, held, attempt, result, started_at, finished_at FROM relay.jobs
+WHERE id = ANY(%(ids)s::text[])
+
+-- name: workflow_steps_release
+-- Steps whose dependencies all succeeded: claimable once due (updated_at stays, as for ordering keys).
+UPDATE relay.jobs SET held = false WHERE id = ANY(%(ids)s::text[]) AND held
+
+-- name: workflow_steps_cancel
+-- Waiting steps that can no longer run (a failure elsewhere), or every waiting step of a cancelled run:
+-- cancelled as job_cancel cancels a waiting job.
+UPDATE relay.jobs SET
+    state = 'cancelled', held = false, finished_at = coalesce(%(now)s::timestamptz, now()),
+    updated_at = coalesce(%(now)s::timestamptz, now())
+WHERE id = ANY(%(ids)s::text[]) AND state IN ('pending', 'scheduled', 'failed')
+
+-- name: workflow_steps_cancel_running
+-- The running steps of a cancelled run are asked to stop, as job_cancel asks a running job.
+UPDATE relay.jobs SET cancel_requested = true, updated_at = coalesce(%(now)s::timestamptz, now())
+WHERE id = ANY(%(ids)s::text[]) AND state = 'running'
+
+-- name: workflow_step_revive
+-- Steps the retry of another brings back (those its failure cancelled), as job_requeue_one would, each
+-- held while a step it depends on has not succeeded; for a step the requeue itself moved, its held flag.
+UPDATE relay.jobs AS j SET
+    state = 'pending', run_at = coalesce(%(now)s::timestamptz, now()), finished_at = NULL,
+    cancel_requested = false, dead_blocks = false, lease_token = NULL, lease_expires_at = NULL,
+    held = r.held::boolean, updated_at = coalesce(%(now)s::timestamptz, now())
+FROM ROWS FROM (
+    json_array_elements_text(%(id)s::json), json_array_elements_text(%(held)s::json)
+) AS r(id, held)
+WHERE j.id = r.id
+
+-- name: workflow_steps_expired
+-- The runs of the steps whose lease expired (job_reap_expired reaps them after locking these).
+SELECT DISTINCT workflow_run_id FROM relay.jobs
+WHERE state = 'running' AND workflow_run_id IS NOT NULL
+  AND lease_expires_at < coalesce(%(now)s::timestamptz, now())
+
+-- name: job_workflow_lookup
+-- Before a cancel or requeue: the run and the state of each job of <ids> that is a workflow's step
+-- (the caller locks the runs, then changes the jobs).
+SELECT id, state, workflow_run_id, workflow_step FROM relay.jobs
+WHERE id = ANY(%(ids)s::text[]) AND workflow_run_id IS NOT NULL
+ORDER BY seq
+
+-- name: job_workflow_lookup_states
+-- job_workflow_lookup for the jobs job_requeue_many moves (<states>, <queue>), by seq.
+SELECT id, state, workflow_run_id, workflow_step FROM relay.jobs
+WHERE state = ANY(%(states)s::text[]) AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+  AND workflow_run_id IS NOT NULL
+ORDER BY seq

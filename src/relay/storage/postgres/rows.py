@@ -112,6 +112,8 @@ def job_from_row(r: Row) -> Job:
         held=r[36],
         unique_until=_utc_or_none(r[37]),
         unique_while=_UNIQUE_WHILE[r[38]],
+        workflow_run_id=r[40],
+        workflow_step=r[41],
     )
 
 

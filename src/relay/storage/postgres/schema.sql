@@ -69,6 +69,9 @@ CREATE TABLE relay.jobs (
     -- PostgreSQL's own, after relay.storage.sql_rows.JOB_COLUMNS: a dead job that keeps its ordering key
     -- held (it died while its queue's ordering_dead was 'block'; a later change of the setting leaves it)
     dead_blocks boolean NOT NULL DEFAULT false,
+    -- workflows (migration 0004): the run a job is a step of, and the step's name in it
+    workflow_run_id text,
+    workflow_step text,
     CONSTRAINT jobs_id_key UNIQUE (id),
     CONSTRAINT jobs_state_check CHECK (
         state IN ('pending', 'scheduled', 'running', 'completed', 'failed', 'dead', 'cancelled')
@@ -195,6 +198,23 @@ CREATE TABLE relay.leaders (
     session text NOT NULL,
     locked boolean NOT NULL
 );
+
+-- Workflow runs (migration 0004): one row per run, its graph in `steps` as
+-- [[name, [depends_on...], allow_failure, job_id], ...] in definition order; the row is the run's lock
+-- (relay.storage.postgres.workflows).
+CREATE TABLE relay.workflow_runs (
+    seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id text NOT NULL,
+    workflow text NOT NULL,
+    policy text NOT NULL,
+    params json NOT NULL,
+    cancelled boolean NOT NULL DEFAULT false,
+    created_at timestamptz NOT NULL,
+    steps json NOT NULL,
+    CONSTRAINT workflow_runs_id_key UNIQUE (id),
+    CONSTRAINT workflow_runs_policy_check CHECK (policy IN ('stop', 'continue'))
+);
+CREATE INDEX workflow_runs_workflow ON relay.workflow_runs (workflow, seq);
 
 -- Which migrations (file names without .sql) were applied, and when. The migrator creates this table
 -- itself before reading it (queries.sql: migrations_table).

@@ -2,14 +2,15 @@
 
 Each function runs on the backend's loop with a pooled autocommit connection, and each operation is one
 statement (see queries.sql): it is its own transaction, atomic, and costs one round trip whatever the
-batch size. Python only shapes parameters and maps rows back. The batches of the hot path go as one JSON
+batch size (a workflow's step takes a transaction of its own: :func:`_finish_steps`). Python only
+shapes parameters and maps rows back. The batches of the hot path go as one JSON
 array per column (:func:`.rows.json_array`): orjson writes each in one call, where psycopg would adapt a
 list element by element, and guess its type first, at every execution.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -25,6 +26,7 @@ from relay.storage.params import (
     InsertResult,
     LogAppend,
 )
+from relay.storage.postgres import workflows
 from relay.storage.postgres.inserts import IdTaken, InsertBatch, duplicate_async, insert_async
 from relay.storage.postgres.rows import SEQ, claim_order, job_from_row, json_array, log_text
 from relay.storage.postgres.sql import Q
@@ -111,27 +113,57 @@ async def heartbeat_jobs(conn: Conn, now: datetime | None, items: Sequence[Heart
 
 async def finish_jobs(conn: Conn, now: datetime | None, items: Sequence[FinishItem]) -> list[FinishResult]:
     """Rule 4: one statement records every outcome and inserts the chains. A job listed twice in one
-    batch is finished by its first item; the repeat finds no lease."""
+    batch is finished by its first item; the repeat finds no lease. Workflow steps, which the statement
+    answers as ``step``, are finished by :func:`_finish_steps`."""
     first: dict[str, FinishItem] = {}
     for item in items:
         first.setdefault(item.job_id, item)
     unique = list(first.values())
-    params = {
-        "now": now,
-        "id": json_array([i.job_id for i in unique]),
-        "lease_token": json_array([i.lease_token for i in unique]),
-        "outcome": json_array([i.outcome.value for i in unique]),
-        "result": json_array([i.result if i.outcome is Outcome.COMPLETED else None for i in unique]),
-        "error": json_array([None if i.error is None else i.error.to_json() for i in unique]),
-        "retry_delay": json_array([i.retry_delay for i in unique]),
-        "retryable": json_array([i.retryable for i in unique]),
-    }
-    cur = await conn.execute(Q["job_finish"], params)
-    states = {job_id: JobState(state) for job_id, state, _ in await cur.fetchall()}
+    cur = await conn.execute(Q["job_finish"], {**_finish_params(now, unique), "steps": False})
+    states: dict[str, JobState] = {}
+    steps: dict[str, str] = {}  # job id -> its run, for the steps not finished yet
+    for job_id, state, _, run_id, _ in await cur.fetchall():
+        if state == "step":
+            steps[job_id] = run_id
+        else:
+            states[job_id] = JobState(state)
+    if steps:
+        states.update(await _finish_steps(conn, now, [first[i] for i in steps], steps.values()))
     return [
         FinishResult(item.job_id, states.get(item.job_id) if first[item.job_id] is item else None)
         for item in items
     ]
+
+
+async def _finish_steps(
+    conn: Conn, now: datetime | None, items: Sequence[FinishItem], run_ids: Iterable[str]
+) -> dict[str, JobState]:
+    """The outcomes of workflow steps, with their effects on their runs, in one transaction that locks
+    the runs first (the lock order of :mod:`.workflows`). A lease lost since the first statement fenced
+    it is lost here too: the fence runs again."""
+    async with conn.transaction():
+        runs = await workflows.lock_runs(conn, run_ids)
+        cur = await conn.execute(Q["job_finish"], {**_finish_params(now, items), "steps": True})
+        rows = await cur.fetchall()
+        ended = [(run_id, step) for _, state, _, run_id, step in rows if JobState(state) in _FINAL]
+        await workflows.steps_ended(conn, now, runs, ended)
+    return {job_id: JobState(state) for job_id, state, *_ in rows}
+
+
+_FINAL = JobState.final()
+
+
+def _finish_params(now: datetime | None, items: Sequence[FinishItem]) -> dict[str, Any]:
+    return {
+        "now": now,
+        "id": json_array([i.job_id for i in items]),
+        "lease_token": json_array([i.lease_token for i in items]),
+        "outcome": json_array([i.outcome.value for i in items]),
+        "result": json_array([i.result if i.outcome is Outcome.COMPLETED else None for i in items]),
+        "error": json_array([None if i.error is None else i.error.to_json() for i in items]),
+        "retry_delay": json_array([i.retry_delay for i in items]),
+        "retryable": json_array([i.retryable for i in items]),
+    }
 
 
 async def append_logs(conn: Conn, now: datetime | None, lines: Sequence[LogAppend]) -> None:

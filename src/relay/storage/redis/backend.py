@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 import orjson
 
 from relay.clock import Clock
-from relay.errors import InvalidJobError, StorageUnavailableError
+from relay.errors import InvalidJobError, InvalidWorkflowError, StorageUnavailableError
 from relay.storage.batching import collector_paused
 from relay.storage.loop_thread import LoopThread
 from relay.storage.params import (
@@ -61,8 +61,12 @@ from relay.storage.params import (
     ScheduleFire,
     ScheduleFireResult,
     ScheduleParams,
+    WorkflowListParams,
+    WorkflowPage,
+    WorkflowStart,
+    WorkflowStarted,
 )
-from relay.storage.redis import admin, maintenance, schedules, writes
+from relay.storage.redis import admin, maintenance, schedules, workflows, writes
 from relay.storage.redis.codec import (
     draft_job,
     duration_us,
@@ -86,6 +90,7 @@ from relay.types import (
     QueueLimits,
     Schedule,
     WorkerInfo,
+    WorkflowRun,
     new_job_ids,
 )
 
@@ -362,6 +367,37 @@ class RedisStorage:
         if call.woken is not None:
             self._wake([call.woken])
         return result
+
+    # -- workflow runs --------------------------------------------------------------------------
+
+    async def workflow_start(self, p: WorkflowStart) -> WorkflowStarted:
+        try:
+            call = workflows.StartCall(p)  # checked and packed once: a call sent again is the same call
+        except (InvalidJobError, InvalidWorkflowError):
+            # A run that exists already is returned whatever the steps sent now (as on every backend).
+            found = None if p.run_id is None else await self.workflow_get(p.run_id)
+            if found is None:
+                raise
+            return WorkflowStarted(found, created=False)
+        return await self._run(call.run_once, what="workflow start")
+
+    async def workflow_get(self, run_id: str) -> WorkflowRun | None:
+        return await self._run(lambda s: workflows.get(s, run_id), what="workflow get")
+
+    async def workflow_list(self, p: WorkflowListParams) -> WorkflowPage:
+        if p.limit < 1:
+            raise ValueError(f"limit must be at least 1, got {p.limit}")
+        workflows.parse_cursor(p.cursor)  # a bad cursor fails here, before any round trip
+        return await self._run(lambda s: workflows.list_runs(s, p), what="workflow list")
+
+    async def workflow_cancel(self, run_id: str) -> WorkflowRun:
+        # Safe to send again: a second cancel finds the same run (see workflow_cancel.lua).
+        return await self._run(lambda s: workflows.cancel(s, run_id), what="workflow cancel")
+
+    async def workflow_retry_step(self, run_id: str, step: str) -> WorkflowRun:
+        return await self._run(
+            lambda s: workflows.retry_step(s, run_id, step), what="workflow retry", retry=False
+        )
 
     # -- wake-ups -------------------------------------------------------------------------------
 

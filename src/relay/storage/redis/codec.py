@@ -8,18 +8,20 @@ A job is one hash (``P:job:<id>``, layout version :data:`relay.storage.redis.key
   (as inserted: the field of that name is the truth, since a lapsed key passes to a newer job),
   ``tags``, ``metadata``, ``on_success`` / ``on_failure`` (chained jobs in their ``NewJob.to_json``
   form), ``rate_key``, ``concurrency_key``, ``ordering_key``, ``unique_for_us`` (the unique window in
-  µs: ``unique_until`` is ``created_at`` plus it) and ``unique_while`` (only ``active``). One field
+  µs: ``unique_until`` is ``created_at`` plus it), ``unique_while`` (only ``active``) and for a
+  workflow's step ``workflow_run_id`` and ``workflow_step``. One field
   for what took ten: Redis pays for every field it writes and every value a script reads back, and
   Python decodes them all in one call.
 - the fields the scripts read or change, every value a string: ``state``, ``run_at``, ``created_at``,
   ``updated_at``, ``attempt``, ``started_at``, ``finished_at``, ``lease_token``, ``lease_expires_at``,
   ``worker_id``, ``cancel_requested`` (``1``), ``progress``, ``checkpoint``, ``result``, ``errors``,
   ``parent_id``, ``idempotency_key``, ``held`` (``1`` while held behind an earlier job of its
-  ordering key) (these and ``doc`` are :data:`FIELDS`, what Python reads); and copies of what the
+  ordering key, or while a workflow's step waits for the steps it depends on) (these and ``doc`` are
+  :data:`FIELDS`, what Python reads); and copies of what the
   scripts need of the doc: ``queue``, ``kind``, ``score`` (-priority: the ready set's score),
   ``max_retries``, ``lease_us`` (the lease in µs), and only when set ``rate_key``,
-  ``concurrency_key``, ``ordering_key``, ``unique_until`` (µs) and ``unique_while`` (``active``);
-  plus ``seq`` (insertion order,
+  ``concurrency_key``, ``ordering_key``, ``unique_until`` (µs), ``unique_while`` (``active``) and
+  ``workflow_run_id``; plus ``seq`` (insertion order,
   16 digits with leading zeros: the form the ready set's members hold), ``on_success_spec`` /
   ``on_failure_spec`` (the chained job packed as :func:`pack_new_job` does, ready for a script to
   insert), ``batch`` (the token of the insert call that wrote it) and ``log_seq``.
@@ -115,16 +117,19 @@ ID, IDEM, RUN_AT, DELAY, QUEUE, KIND, SCORE, MAX_RETRIES, LEASE_US, DOC, CHECKPO
 #: The flow-control tail of a packed job, after the two chains: only sent when one of them is set, so
 #: that the jobs of an insert without flow control cost the script (and the JSON) nothing more.
 RATE_KEY, CONCURRENCY_KEY, ORDERING_KEY, UNIQUE_FOR_US, UNIQUE_WHILE = range(13, 18)
+#: After the flow-control tail, for a workflow's step only: its run's id and whether it starts held.
+RUN_ID, STEP_HELD = range(18, 20)
 
 
-def pack_new_job(spec: NewJob, job_id: str) -> list[str]:
+def pack_new_job(spec: NewJob, job_id: str, held: bool = False) -> list[str]:
     """``spec`` as the insert scripts read it (``P_*`` in ``_lib.lua``): id, idempotency key, run_at
     ('' = now + delay), delay µs, queue, kind, -priority (the ready set's score), max_retries, lease
     µs, :func:`job_doc`, checkpoint JSON ('' = null), then the packed on_success and on_failure jobs as
     JSON text ('' = none), and when any is set the flow-control tail: rate_key, concurrency_key,
-    ordering_key, unique_for µs and unique_while ('' = None, or the default). Numbers are formatted
-    here, once, not by the script for every job. ``job_id`` '' lets the script make an id (chained
-    jobs). An empty key is no key, as for the idempotency key."""
+    ordering_key, unique_for µs and unique_while ('' = None, or the default); and after it, for a
+    workflow's step, its run's id and '1' when it starts ``held`` (workflow_start only). Numbers are
+    formatted here, once, not by the script for every job. ``job_id`` '' lets the script make an id
+    (chained jobs). An empty key is no key, as for the idempotency key."""
     kind = spec.kind if isinstance(spec.kind, JobKind) else JobKind(spec.kind)
     packed = [
         job_id,
@@ -141,7 +146,7 @@ def pack_new_job(spec: NewJob, job_id: str) -> list[str]:
         _packed_chain(spec.on_success),
         _packed_chain(spec.on_failure),
     ]
-    if _has_flow_control(spec):
+    if _has_flow_control(spec) or spec.workflow_run_id is not None:
         packed += [
             spec.rate_key or "",
             spec.concurrency_key or "",
@@ -149,6 +154,8 @@ def pack_new_job(spec: NewJob, job_id: str) -> list[str]:
             "" if spec.unique_for is None else str(duration_us(spec.unique_for)),
             "active" if spec.unique_while is UniqueWhile.ACTIVE else "",
         ]
+        if spec.workflow_run_id is not None:
+            packed += [spec.workflow_run_id, "1" if held else ""]
     return packed
 
 
@@ -194,6 +201,9 @@ def job_doc(spec: NewJob, kind: JobKind) -> str:
         doc["on_failure"] = spec.on_failure.to_json()
     if _has_flow_control(spec):
         _add_flow_control(doc, spec)
+    if spec.workflow_run_id is not None:
+        doc["workflow_run_id"] = spec.workflow_run_id
+        doc["workflow_step"] = spec.workflow_step
     try:
         return orjson.dumps(doc).decode()
     except orjson.JSONEncodeError:
@@ -251,6 +261,8 @@ def draft_job(packed: list[str]) -> Job:
         concurrency_key=d.get("concurrency_key"),
         ordering_key=d.get("ordering_key"),
         unique_while=_ACTIVE if d.get("unique_while") == "active" else _STORED,
+        workflow_run_id=d.get("workflow_run_id"),
+        workflow_step=d.get("workflow_step"),
     )
 
 
@@ -372,6 +384,8 @@ def job_from_fields(job_id: str, values: Values, times: Times | None = None) -> 
         held=held == b"1",
         unique_until=None if unique_for is None else created + timedelta(microseconds=unique_for),
         unique_while=_ACTIVE if d.get("unique_while") == "active" else _STORED,
+        workflow_run_id=d.get("workflow_run_id"),
+        workflow_step=d.get("workflow_step"),
     )
 
 

@@ -48,6 +48,21 @@ Flow control (issue 12; a store without limits, ordering keys or schedules has n
     P:schedules-due             zset    names of the schedules not paused with a next run, score
                                         next_run_at: what schedule_due reads
 
+Workflow runs (issue 13; a store without runs has none of these)::
+
+    P:run:<id>                  hash    one run: workflow, policy (stop / continue), params (JSON),
+                                        created_at (µs), seq, batch (the token of the start call),
+                                        cancelled ("1" while cancelled; absent: not), graph (JSON:
+                                        per step in definition order [name, job id, depends_on,
+                                        allow_failure]). Its steps' states are their jobs'
+    P:run-seq                   string  INCR counter: each run's seq (the listing's order and cursor)
+    P:runs                      zset    every run id, score seq: listed newest first
+    P:runs-of:<workflow>        zset    the run ids of one workflow, score seq
+
+A step's job carries ``workflow_run_id`` (a hash field, beside its copy in ``doc``): a job without it
+is no step. A held step (waiting for the steps it depends on) is in ``P:idx`` but in no ready or
+waiting set, like a job held by its ordering key; the step whose end releases it puts it there.
+
 Ready members sort by bytes within one score (Redis compares equal scores by member), so fixed-width
 decimal run_at then seq give priority DESC, run_at, seq in one ``ZRANGE``; run_at is clamped to
 [0, 10^16) µs (1970 to 2286) for that member only, the job keeps its real run_at.
@@ -83,6 +98,10 @@ TEMPLATES: Mapping[str, str] = MappingProxyType(
         "schedule": "schedule:%s",  # schedule name
         "schedules": "schedules",
         "schedules_due": "schedules-due",
+        "run": "run:%s",  # workflow run id
+        "runs": "runs",
+        "runs_of": "runs-of:%s",  # workflow name
+        "run_seq": "run-seq",
     }
 )
 

@@ -33,7 +33,8 @@ NAMES = (
     "leader_elect", "leader_resign", "cancel", "requeue", "purge", "queue_set_paused",
     "queue_limits_set", "buckets_prune", "worker_heartbeat", "worker_remove", "job_list", "queue_list",
     "logs_read", "schedule_upsert", "schedule_set_paused", "schedule_remove", "schedule_list",
-    "schedule_fire",
+    "schedule_fire", "workflow_start", "workflow_read", "workflow_list", "workflow_cancel",
+    "workflow_retry",
 )  # fmt: skip
 
 
@@ -227,4 +228,31 @@ class Scripts:
         """``times``: expected next run, tick and new next run ('' = none), in µs; ``body``: the
         tick's packed job as a one-job JSON array, or ''."""
         reply: list[Any] = await self._run("schedule_fire", now, [name, *times, token, origin, body])
+        return reply
+
+    # -- workflow runs ------------------------------------------------------------------------
+
+    async def workflow_start(
+        self, now: str, origin: str, batch: str, run: Sequence[str], body: bytes
+    ) -> list[Any]:
+        """``run``: run id, workflow, policy, params JSON, graph JSON; ``body``: the steps' packed jobs
+        as one JSON array."""
+        reply: list[Any] = await self._run("workflow_start", now, [origin, batch, *run, body])
+        return reply
+
+    async def workflow_read(self, now: str, run_id: str) -> list[Any]:
+        reply: list[Any] = await self._run("workflow_read", now, [run_id])
+        return reply
+
+    async def workflow_list(self, now: str, workflow: str | None, before: str, limit: int) -> list[Any]:
+        args: list[Arg] = ["0" if workflow is None else "1", workflow or "", before, limit]
+        reply: list[Any] = await self._run("workflow_list", now, args)
+        return reply
+
+    async def workflow_cancel(self, now: str, origin: str, run_id: str) -> list[Any]:
+        reply: list[Any] = await self._run("workflow_cancel", now, [origin, run_id])
+        return reply
+
+    async def workflow_retry(self, now: str, origin: str, run_id: str, step: str) -> list[Any]:
+        reply: list[Any] = await self._run("workflow_retry", now, [origin, run_id, step])
         return reply

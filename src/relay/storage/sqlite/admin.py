@@ -15,7 +15,7 @@ from typing import Any
 from relay.errors import InvalidTransitionError, JobNotFoundError
 from relay.storage.params import JobPage, ListParams, LogParams, PurgeParams, RequeueParams
 from relay.storage.sql_rows import dumps
-from relay.storage.sqlite import flow, ordering
+from relay.storage.sqlite import flow, ordering, workflows
 from relay.storage.sqlite.rows import (
     SEQ,
     from_us_or_none,
@@ -73,7 +73,8 @@ def _parse_cursor(cursor: str | None) -> int:
 
 def cancel_job(conn: sqlite3.Connection, now: datetime, job_id: str) -> tuple[Job, list[str]]:
     """Rule 12; also returns the queues of the held jobs released (a waiting job that was first of
-    its ordering key lets the next one go)."""
+    its ordering key lets the next one go; a workflow's step cancelled applies its effects on its
+    run)."""
     state = _state_of(conn, job_id)
     if state in JobState.waiting():
         query = Q["job_cancel_waiting"]
@@ -85,27 +86,37 @@ def cancel_job(conn: sqlite3.Connection, now: datetime, job_id: str) -> tuple[Jo
     released: list[str] = []
     if job.ordering_key is not None and job.state is JobState.CANCELLED:
         released = ordering.release(conn, [(job.queue, job.ordering_key)])
+    if job.workflow_run_id is not None and job.state is JobState.CANCELLED:
+        released.extend(workflows.steps_ended(conn, now, [(job.workflow_run_id, job.workflow_step or "")]))
     return job, released
 
 
-def requeue_jobs(conn: sqlite3.Connection, now: datetime, p: RequeueParams) -> list[Job]:
+def requeue_jobs(conn: sqlite3.Connection, now: datetime, p: RequeueParams) -> tuple[list[Job], list[str]]:
     """Rule 13 (the caller checked that ``p.states`` are requeueable). A job that was out of its
     ordering key's line (cancelled, dead under ``continue``) rejoins it, held if the key is busy
-    (:func:`ordering.rejoin`, decided before the jobs move)."""
+    (:func:`ordering.rejoin`, decided before the jobs move). A workflow's step back from a final state
+    brings back the steps its failure cancelled, or comes back held (:func:`workflows.steps_requeued`,
+    from the states before, read with the ordering keys). Returns the jobs and the queues of the
+    other steps brought back (to wake besides the jobs')."""
     if p.job_id is not None:
         state = _state_of(conn, p.job_id)
         if state not in JobState.requeueable():
             raise InvalidTransitionError(p.job_id, state.value, "requeue")
-        ordered = conn.execute(Q["job_requeue_ordered_one"], {"id": p.job_id}).fetchall()
-        held = ordering.rejoin(conn, ordered)
+        lookup = conn.execute(Q["job_requeue_lookup_one"], {"id": p.job_id}).fetchall()
+        held = ordering.rejoin(conn, [r[:4] for r in lookup if r[2] is not None])
         rows = conn.execute(Q["job_requeue_one"], {"id": p.job_id, "now": to_us(now)}).fetchall()
     else:
         params = {"states": dumps([str(s) for s in p.states]), "queue": p.queue, "now": to_us(now)}
-        ordered = conn.execute(Q["job_requeue_ordered_many"], params).fetchall()
-        held = ordering.rejoin(conn, ordered)
+        lookup = conn.execute(Q["job_requeue_lookup_many"], params).fetchall()
+        held = ordering.rejoin(conn, [r[:4] for r in lookup if r[2] is not None])
         rows = sorted(conn.execute(Q["job_requeue_many"], params).fetchall())  # by seq
     ordering.hold(conn, held)
-    return [replace(job_from_row(r), held=True) if r[SEQ] in held else job_from_row(r) for r in rows]
+    jobs = [replace(job_from_row(r), held=True) if r[SEQ] in held else job_from_row(r) for r in rows]
+    steps = [(run_id, job_id, step, before) for *_, job_id, before, run_id, step in lookup if run_id]
+    if not steps:
+        return jobs, []
+    step_held, woken = workflows.steps_requeued(conn, now, steps)
+    return [replace(j, held=step_held[j.id]) if j.id in step_held else j for j in jobs], woken
 
 
 def _state_of(conn: sqlite3.Connection, job_id: str) -> JobState:

@@ -4,9 +4,11 @@ Every method hands a small function to the connection's own thread (:mod:`.conne
 writes in a ``BEGIN IMMEDIATE`` transaction, reads in one snapshot, "database is locked" retried there.
 The SQL is in ``queries.sql``; the functions in :mod:`.writes`, :mod:`.maintenance`, :mod:`.admin` and
 :mod:`.schedules` only bind parameters and map rows; flow control is :mod:`.flow` (limits, buckets, the
-claim of limited queues) and :mod:`.ordering` (held jobs). Wake-ups (:mod:`.wakeup`): in-process through a
-:class:`LocalNotifier` shared by every instance on the same file, and to other processes on the file
-through UNIX datagram sockets beside it; polling stays the source of truth.
+claim of limited queues) and :mod:`.ordering` (held jobs); workflow runs are :mod:`.workflows` (a run's
+graph, and the effects of a step's end on its run, applied where jobs end or come back). Wake-ups
+(:mod:`.wakeup`): in-process through a :class:`LocalNotifier` shared by every instance on the same
+file, and to other processes on the file through UNIX datagram sockets beside it; polling stays the
+source of truth.
 
 >>> storage = SQLiteStorage("relay.db")  # doctest: +SKIP
 >>> await storage.open()  # creates the file and its schema  # doctest: +SKIP
@@ -14,6 +16,7 @@ through UNIX datagram sockets beside it; polling stays the source of truth.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
@@ -40,11 +43,25 @@ from relay.storage.params import (
     ScheduleFire,
     ScheduleFireResult,
     ScheduleParams,
+    WorkflowListParams,
+    WorkflowPage,
+    WorkflowStart,
+    WorkflowStarted,
 )
-from relay.storage.sqlite import admin, flow, maintenance, schedules, writes
+from relay.storage.sqlite import admin, flow, maintenance, schedules, workflows, writes
 from relay.storage.sqlite.connection import Database
 from relay.storage.sqlite.wakeup import channel_for
-from relay.types import Job, JobState, LogLine, NewJob, QueueInfo, QueueLimits, Schedule, WorkerInfo
+from relay.types import (
+    Job,
+    JobState,
+    LogLine,
+    NewJob,
+    QueueInfo,
+    QueueLimits,
+    Schedule,
+    WorkerInfo,
+    WorkflowRun,
+)
 
 CAPABILITIES = Capabilities(name="sqlite", multi_process=True, durable=True)
 
@@ -174,8 +191,8 @@ class SQLiteStorage:
         if p.job_id is None and not set(p.states) <= JobState.requeueable():
             wrong = sorted(str(s) for s in set(p.states) - JobState.requeueable())
             raise ValueError(f"only dead, failed or cancelled jobs can be requeued, not {', '.join(wrong)}")
-        jobs = await self._db.write(lambda conn, now: admin.requeue_jobs(conn, now, p))
-        self._wake(job.queue for job in jobs)
+        jobs, woken = await self._db.write(lambda conn, now: admin.requeue_jobs(conn, now, p))
+        self._wake([*(job.queue for job in jobs), *woken])
         return jobs
 
     async def job_purge(self, p: PurgeParams) -> int:
@@ -233,6 +250,36 @@ class SQLiteStorage:
         if created and result.job is not None:
             self._wake([result.job.queue])
         return result
+
+    # -- workflows ------------------------------------------------------------------------------
+
+    async def workflow_start(self, p: WorkflowStart) -> WorkflowStarted:
+        started, woken = await self._db.write(lambda conn, now: workflows.start(conn, now, p))
+        self._wake(woken)
+        return started
+
+    async def workflow_get(self, run_id: str) -> WorkflowRun | None:
+        return await self._db.read(lambda conn, now: workflows.get(conn, now, run_id))
+
+    async def workflow_list(self, p: WorkflowListParams) -> WorkflowPage:
+        return await self._db.read(lambda conn, now: workflows.list_runs(conn, now, p))
+
+    async def workflow_cancel(self, run_id: str) -> WorkflowRun:
+        return await self._db.write(lambda conn, now: workflows.cancel(conn, now, run_id))
+
+    async def workflow_retry_step(self, run_id: str, step: str) -> WorkflowRun:
+        def retry(conn: sqlite3.Connection, now: datetime) -> tuple[WorkflowRun, list[str]]:
+            job_id = workflows.retry_target(conn, run_id, step)
+            jobs, woken = admin.requeue_jobs(conn, now, RequeueParams(job_id=job_id))
+            run = workflows.get(conn, now, run_id)
+            assert run is not None  # read in this transaction
+            return run, [*(job.queue for job in jobs), *woken]
+
+        run, woken = await self._db.write(retry)
+        self._wake(woken)
+        return run
+
+    # -- workers --------------------------------------------------------------------------------
 
     async def worker_heartbeat(self, info: WorkerInfo) -> None:
         await self._db.write(lambda conn, now: admin.upsert_worker(conn, now, info))

@@ -14,7 +14,7 @@ import orjson
 
 from relay.storage.params import LeaderParams, PruneParams, ReapResult
 from relay.storage.sql_rows import dumps
-from relay.storage.sqlite import ordering
+from relay.storage.sqlite import ordering, workflows
 from relay.storage.sqlite.rows import to_us
 from relay.storage.sqlite.sql import Q
 from relay.storage.sqlite.writes import insert_jobs
@@ -27,8 +27,9 @@ LEASE_EXPIRED_MESSAGE = "lease expired: the worker stopped heartbeating"
 def reap_expired(conn: sqlite3.Connection, now: datetime) -> tuple[ReapResult, list[str]]:
     """Rule 6, in one UPDATE; then the on_failure chains of the jobs that went dead.
 
+    A workflow's step that went dead or cancelled applies its effects on its run (:mod:`.workflows`).
     Returns the result and the queues to wake: those that got a waiting job, a free slot under a
-    concurrency limit, or a released held job."""
+    concurrency limit, or a released held job (of an ordering key or a workflow)."""
     params = {
         "now": to_us(now),
         "at": now.isoformat(),
@@ -41,7 +42,8 @@ def reap_expired(conn: sqlite3.Connection, now: datetime) -> tuple[ReapResult, l
     chains: list[NewJob] = []
     parents: list[str] = []
     lines: list[ordering.Pair] = []  # ordering keys whose job left its line
-    for _seq, job_id, state, queue, on_failure, ordering_key in rows:
+    ended: list[tuple[str, str]] = []  # (run, step) of the workflow steps that ended
+    for _seq, job_id, state, queue, on_failure, ordering_key, run_id, step in rows:
         by_state[state].append(job_id)
         if state == JobState.PENDING:
             woken.append(queue)
@@ -50,10 +52,14 @@ def reap_expired(conn: sqlite3.Connection, now: datetime) -> tuple[ReapResult, l
             parents.append(job_id)
         if ordering_key is not None and state != JobState.PENDING:
             lines.append((queue, ordering_key))
+        if run_id is not None and state != JobState.PENDING:
+            ended.append((run_id, step))
     if rows:  # every reaped job left running: a slot is free where the queue counts them
         reaped = dumps(list(dict.fromkeys(row[3] for row in rows)))
         woken.extend(name for (name,) in conn.execute(Q["queues_concurrency_limited"], {"queues": reaped}))
     woken.extend(ordering.release(conn, lines))
+    if ended:
+        woken.extend(workflows.steps_ended(conn, now, ended))
     if chains:
         inserted = insert_jobs(conn, now, chains, parents, skip_taken_ids=True)
         woken.extend(r.job.queue for r in inserted if r.created)

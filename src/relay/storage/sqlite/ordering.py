@@ -48,7 +48,7 @@ def release(conn: sqlite3.Connection, pairs: Iterable[Pair]) -> list[str]:
 
 def rejoin(conn: sqlite3.Connection, candidates: Sequence[tuple[int, str, str, int]]) -> set[int]:
     """Before a requeue moves ``candidates`` (``seq, queue, ordering_key, out_of_line`` rows of
-    job_requeue_ordered_*, by seq) back to pending: the seqs that must come back held.
+    job_requeue_lookup_*, by seq) back to pending: the seqs that must come back held.
 
     A job out of its key's line rejoins it behind the key's unheld blocking job, if there is one, and
     behind an earlier job of the same requeue. Jobs still in line (failed, dead under ``block``) keep

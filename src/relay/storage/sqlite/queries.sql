@@ -104,6 +104,24 @@ INSERT INTO jobs (
     ?22, ?23, ?24, ?25, ?26, ?27
 )
 
+-- name: job_insert_workflow
+-- job_insert_flow for a workflow's step (relay.storage.sqlite.workflows): the 29-tuple of
+-- relay.storage.sqlite.rows.new_job, the 27 of job_insert_flow and then workflow_run_id, workflow_step.
+-- The other statements leave both NULL.
+INSERT INTO jobs (
+    id, queue, kind, state, priority, max_retries, backoff_kind, backoff_base, backoff_max, timeout,
+    lease, run_at, created_at, updated_at, idempotency_key, parent_id, payload, on_success, on_failure,
+    tags, metadata, checkpoint, attempt, cancel_requested, errors,
+    rate_key, concurrency_key, ordering_key, held, unique_until, unique_while,
+    workflow_run_id, workflow_step
+) VALUES (
+    ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,
+    ?11, ?12, ?13, ?13, ?14, ?15, ?16, ?17, ?18,
+    ?19, ?20, ?21, 0, 0, '[]',
+    ?22, ?23, ?24, ?25, ?26, ?27,
+    ?28, ?29
+)
+
 -- name: job_ids_taken
 SELECT id FROM jobs WHERE id IN (SELECT value FROM json_each(:ids))
 
@@ -232,11 +250,13 @@ WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'running'
 
 -- name: job_finish_fence
 -- job_running_fence for finish, plus what the outcome's side effects need: the ordering key (a key
--- left without its running job releases the next one) and whether the queue limits its running jobs
--- (then a finish frees a slot, and wakes the queue's workers).
+-- left without its running job releases the next one), whether the queue limits its running jobs
+-- (then a finish frees a slot, and wakes the queue's workers), and the workflow run and step of a
+-- step's job (its end releases or cancels the run's other steps: relay.storage.sqlite.workflows).
 SELECT id, lease_token, cancel_requested, attempt, max_retries, queue, on_success, on_failure,
        ordering_key,
-       (SELECT concurrency IS NOT NULL OR key_concurrency IS NOT NULL FROM queues WHERE name = jobs.queue)
+       (SELECT concurrency IS NOT NULL OR key_concurrency IS NOT NULL FROM queues WHERE name = jobs.queue),
+       workflow_run_id, workflow_step
 FROM jobs
 WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'running'
 
@@ -298,7 +318,7 @@ UPDATE jobs SET
         THEN coalesce((SELECT ordering_dead = 'block' FROM queues WHERE name = jobs.queue), 0) ELSE 0 END,
     updated_at = :now
 WHERE state = 'running' AND lease_expires_at < :now
-RETURNING seq, id, state, queue, on_failure, ordering_key
+RETURNING seq, id, state, queue, on_failure, ordering_key, workflow_run_id, workflow_step
 
 -- name: queues_concurrency_limited
 -- Those of :queues whose running jobs are limited: a job leaving running there wakes their workers.
@@ -389,21 +409,25 @@ UPDATE jobs SET
 WHERE state IN (SELECT value FROM json_each(:states)) AND (:queue IS NULL OR queue = :queue)
 RETURNING *
 
--- name: job_requeue_ordered_one
--- Before a requeue: the job if it has an ordering key, and whether it is outside its key's line now
--- (cancelled, or dead where dead jobs do not block): such a job rejoins it, held behind its current job.
+-- name: job_requeue_lookup_one
+-- Before a requeue: the job if it has an ordering key or is a workflow's step, with whether it is
+-- outside its key's line now (cancelled, or dead where dead jobs do not block: such a job rejoins it,
+-- held behind its current job), and the state it comes back from, its run and its step (a step back
+-- from a final state brings back what its failure cancelled: relay.storage.sqlite.workflows).
 SELECT seq, queue, ordering_key,
-       state = 'cancelled' OR (state = 'dead' AND NOT dead_blocks)
+       state = 'cancelled' OR (state = 'dead' AND NOT dead_blocks),
+       id, state, workflow_run_id, workflow_step
 FROM jobs
-WHERE id = :id AND ordering_key IS NOT NULL
+WHERE id = :id AND (ordering_key IS NOT NULL OR workflow_run_id IS NOT NULL)
 
--- name: job_requeue_ordered_many
--- job_requeue_ordered_one for the jobs job_requeue_many moves, by seq.
+-- name: job_requeue_lookup_many
+-- job_requeue_lookup_one for the jobs job_requeue_many moves, by seq.
 SELECT seq, queue, ordering_key,
-       state = 'cancelled' OR (state = 'dead' AND NOT dead_blocks)
+       state = 'cancelled' OR (state = 'dead' AND NOT dead_blocks),
+       id, state, workflow_run_id, workflow_step
 FROM jobs
 WHERE state IN (SELECT value FROM json_each(:states)) AND (:queue IS NULL OR queue = :queue)
-  AND ordering_key IS NOT NULL
+  AND (ordering_key IS NOT NULL OR workflow_run_id IS NOT NULL)
 ORDER BY seq
 
 -- name: job_hold
@@ -589,3 +613,66 @@ UPDATE schedules SET
     last_job_id = coalesce(:job_id, last_job_id),
     updated_at = :now
 WHERE name = :name AND paused = 0 AND next_run_at = :expected_next
+
+-- ---------------------------------------------------------------------------------------------------
+-- workflow runs (relay.storage.sqlite.workflows)
+--
+-- A run's steps are read and changed by their job ids (the run's `steps` graph holds them), each a
+-- lookup in the jobs.id index: no index on jobs.workflow_run_id, so that jobs outside workflows pay
+-- for none.
+
+-- name: workflow_run_insert
+INSERT INTO workflow_runs (id, workflow, policy, params, cancelled, created_at, steps)
+VALUES (:id, :workflow, :policy, :params, 0, :now, :steps)
+
+-- name: workflow_run_get
+SELECT seq, id, workflow, policy, params, cancelled, created_at, steps FROM workflow_runs WHERE id = :id
+
+-- name: workflow_run_list
+-- Newest first from below the cursor (:before_seq); the caller asks one more row than a page.
+SELECT seq, id, workflow, policy, params, cancelled, created_at, steps FROM workflow_runs
+WHERE seq < :before_seq
+ORDER BY seq DESC
+LIMIT :limit
+
+-- name: workflow_run_list_of
+-- workflow_run_list of one workflow: a range of workflow_runs_workflow, walked backwards.
+SELECT seq, id, workflow, policy, params, cancelled, created_at, steps FROM workflow_runs
+WHERE workflow = :workflow AND seq < :before_seq
+ORDER BY seq DESC
+LIMIT :limit
+
+-- name: workflow_run_set_cancelled
+UPDATE workflow_runs SET cancelled = :cancelled WHERE id = :id
+
+-- name: workflow_steps_now
+-- What the rules decide on (relay.storage.workflow_rules.StepNow), and each step's queue (to wake).
+SELECT id, state, held, queue FROM jobs WHERE id IN (SELECT value FROM json_each(:ids))
+
+-- name: workflow_steps_read
+-- What a run shows of its steps (relay.types.WorkflowStep).
+SELECT id, state, held, attempt, result, started_at, finished_at
+FROM jobs WHERE id IN (SELECT value FROM json_each(:ids))
+
+-- name: workflow_steps_release
+-- Steps whose dependencies all succeeded: claimable once due (updated_at stays, as for ordering keys).
+UPDATE jobs SET held = 0 WHERE id IN (SELECT value FROM json_each(:ids))
+
+-- name: workflow_steps_cancel
+-- Waiting steps that can no longer run (a failure elsewhere), or every waiting step of a cancelled run:
+-- cancelled as job_cancel_waiting cancels a job.
+UPDATE jobs SET state = 'cancelled', held = 0, finished_at = :now, updated_at = :now
+WHERE id IN (SELECT value FROM json_each(:ids)) AND state IN ('pending', 'scheduled', 'failed')
+
+-- name: workflow_steps_cancel_running
+-- The running steps of a cancelled run are asked to stop, as job_cancel_running asks a job.
+UPDATE jobs SET cancel_requested = 1, updated_at = :now
+WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'running'
+
+-- name: workflow_step_revive
+-- A step the retry of another brings back (a step its failure cancelled), as job_requeue_one would,
+-- held while a step it depends on has not succeeded; for a step the requeue itself moved, its held flag.
+UPDATE jobs SET
+    state = 'pending', run_at = :now, finished_at = NULL, cancel_requested = 0, dead_blocks = 0,
+    lease_token = NULL, lease_expires_at = NULL, held = :held, updated_at = :now
+WHERE id = :id

@@ -38,7 +38,7 @@ _MICROSECOND = timedelta(microseconds=1)
 _PENDING, _SCHEDULED = JobState.PENDING, JobState.SCHEDULED
 
 #: The query a row of :func:`new_job` is bound to, by the row's length.
-INSERT_QUERIES = {15: "job_insert_plain", 21: "job_insert", 27: "job_insert_flow"}
+INSERT_QUERIES = {15: "job_insert_plain", 21: "job_insert", 27: "job_insert_flow", 29: "job_insert_workflow"}
 
 _STORED = UniqueWhile.STORED
 
@@ -97,8 +97,9 @@ def new_job(
     This runs once per job of a bulk insert, under the write lock: most jobs have no delay, tags,
     metadata, chains or checkpoint, and those cost one test each here, no call. A job whose nullable
     columns are all NULL binds the short row of ``job_insert_plain`` (see queries.sql for why); a job
-    that sets a flow-control field (:func:`uses_flow_control`) the long row of ``job_insert_flow``;
-    ``held`` is decided by the caller (:mod:`.ordering`).
+    that sets a flow-control field (:func:`uses_flow_control`) the long row of ``job_insert_flow``, and
+    a workflow's step (``workflow_run_id`` set) that row and its run and step, ``job_insert_workflow``;
+    ``held`` is decided by the caller (:mod:`.ordering`, :mod:`.workflows`).
     """
     if spec.run_at is None and not spec.delay:
         run_us, run_at, state = now_us, stamp, _PENDING
@@ -114,7 +115,8 @@ def new_job(
     on_failure = None if spec.on_failure is None else _chain_json(spec.on_failure)
     checkpoint = None if spec.checkpoint is None else orjson.dumps(spec.checkpoint).decode()
     row: Row
-    flow = uses_flow_control(spec)
+    step = spec.workflow_run_id is not None
+    flow = uses_flow_control(spec) or step
     unique_until = None if spec.unique_for is None else to_us(now + timedelta(seconds=spec.unique_for))
     if flow:
         row = (
@@ -123,6 +125,8 @@ def new_job(
             on_success, on_failure, tags, metadata, checkpoint, spec.rate_key, spec.concurrency_key,
             spec.ordering_key, int(held), unique_until, str(spec.unique_while),
         )  # fmt: skip
+        if step:
+            row = (*row, spec.workflow_run_id, spec.workflow_step)
     elif (
         spec.timeout is None
         and spec.idempotency_key is None
@@ -173,6 +177,8 @@ def new_job(
             held=held,
             unique_until=from_us_or_none(unique_until),
             unique_while=spec.unique_while,
+            workflow_run_id=spec.workflow_run_id,
+            workflow_step=spec.workflow_step,
         )
     return row, job
 
@@ -216,6 +222,8 @@ def job_from_row(r: Row) -> Job:
         held=bool(r[36]),
         unique_until=from_us_or_none(r[37]),
         unique_while=_UNIQUE_WHILE[r[38]],
+        workflow_run_id=r[40],
+        workflow_step=r[41],
     )
 
 

@@ -46,9 +46,11 @@ CREATE TABLE jobs (
     -- `unique_until`: when the idempotency key stops holding (NULL: never); `unique_while`: 'stored' or
     -- 'active' (relay.types.UniqueWhile). `dead_blocks`: 1 for a dead job that keeps its ordering key
     -- held (it died while its queue's ordering_dead was 'block').
+    -- Workflows (migration 0003): `workflow_run_id` the run a job is a step of (workflow_runs.id) and
+    -- `workflow_step` the step's name; both NULL for a job outside a workflow.
 , rate_key TEXT, concurrency_key TEXT, ordering_key TEXT, held INTEGER NOT NULL DEFAULT 0,
     unique_until INTEGER, unique_while TEXT NOT NULL DEFAULT 'stored',
-    dead_blocks INTEGER NOT NULL DEFAULT 0) STRICT;
+    dead_blocks INTEGER NOT NULL DEFAULT 0, workflow_run_id TEXT, workflow_step TEXT) STRICT;
 
 -- The claim walks this index per queue in claim order (priority DESC, run_at, then rowid = seq, which
 -- every index ends with) and stops after LIMIT rows. It is partial, on pending jobs only: the claim
@@ -128,6 +130,24 @@ CREATE TABLE schedules (
 
 -- schedule_due: the unpaused schedules by next tick.
 CREATE INDEX schedules_due ON schedules (next_run_at) WHERE paused = 0 AND next_run_at IS NOT NULL;
+
+-- Workflow runs (migration 0003, relay.storage.sqlite.workflows). `seq` orders runs (newest first in
+-- workflow_list, whose cursor it is); `policy` a relay.types.FailurePolicy value; `params` JSON;
+-- `cancelled` 1 once an operator cancelled the run; `steps` the run's graph as JSON, in definition
+-- order: [[name, [depends_on...], allow_failure, job_id], ...]. A step's state is its job's.
+CREATE TABLE workflow_runs (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    workflow TEXT NOT NULL,
+    policy TEXT NOT NULL,
+    params TEXT NOT NULL,
+    cancelled INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL,
+    steps TEXT NOT NULL
+) STRICT;
+
+-- workflow_list of one workflow, newest first.
+CREATE INDEX workflow_runs_workflow ON workflow_runs (workflow, seq);
 
 -- Worker processes; `queues` and `running` are JSON arrays of strings.
 CREATE TABLE workers (

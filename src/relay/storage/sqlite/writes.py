@@ -8,14 +8,15 @@ job, and the per-job Python work is a tuple or a dict of parameters.
 Flow control stays off the path of jobs and queues that do not use it: a claim of queues without
 limits is the one job_claim statement (a claim of limited ones is :mod:`.flow`'s), an insert looks
 ordering keys up only for jobs that have one (:mod:`.ordering`), and a finish releases held jobs
-only for jobs with an ordering key.
+only for jobs with an ordering key. Workflows likewise: a finish applies a step's effects on its run
+(:mod:`.workflows`) only for the jobs its fence row shows to be steps.
 """
 
 from __future__ import annotations
 
 import itertools
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -33,7 +34,7 @@ from relay.storage.params import (
     LogAppend,
 )
 from relay.storage.sql_rows import Row, dumps, dumps_or_null
-from relay.storage.sqlite import flow, ordering
+from relay.storage.sqlite import flow, ordering, workflows
 from relay.storage.sqlite.rows import (
     IDEMPOTENCY_KEY,
     INSERT_QUERIES,
@@ -58,9 +59,12 @@ def insert_jobs(
     parents: Sequence[str | None] | None = None,
     *,
     skip_taken_ids: bool = False,
+    held_steps: Container[str] = frozenset(),
 ) -> list[InsertResult]:
     """Insert ``specs`` (rule 1). A taken client id raises :class:`DuplicateJobError` before anything
     is written, or, with ``skip_taken_ids`` (chained jobs), leaves that job out as already enqueued.
+    A workflow's step (``workflow_step`` set, by :func:`workflows.start`) is held when its name is in
+    ``held_steps``.
 
     An idempotency key is looked up before the id (a job not inserted collides with nothing): held by
     a stored job (:func:`key_holds`) or by a job earlier in the batch, it returns that job; lapsed, it
@@ -94,6 +98,8 @@ def insert_jobs(
             job_id = spec.id
             taken.add(job_id)
         held = spec.ordering_key is not None and _joins_busy_key(spec.queue, spec.ordering_key, busy)
+        if spec.workflow_step is not None and spec.workflow_step in held_steps:
+            held = True
         row, job = new_job(spec, job_id, now, now_us, stamp, parent, held)
         if key is not None:
             batch[key] = job  # a later job of this batch with the same key gets this one
@@ -202,12 +208,13 @@ def _claim_unlimited(conn: sqlite3.Connection, now_us: int, p: ClaimParams, queu
 # -- heartbeat and finish ------------------------------------------------------------------------
 
 
-# Positions in a job_running_fence row, and the two more of a job_finish_fence row.
+# Positions in a job_running_fence row, and the four more of a job_finish_fence row.
 _TOKEN, _CANCEL, _ATTEMPT, _MAX_RETRIES, _QUEUE, _ON_SUCCESS, _ON_FAILURE = range(1, 8)
-_ORDERING_KEY, _SLOTS = 8, 9
+_ORDERING_KEY, _SLOTS, _RUN, _STEP = 8, 9, 10, 11
 # Outcomes after which a job no longer holds its ordering key (a dead one still does where the queue
 # says block: ordering_release checks that itself).
 _OUT_OF_LINE = frozenset({JobState.COMPLETED, JobState.CANCELLED, JobState.DEAD})
+_FINAL = JobState.final()
 
 
 def _running(conn: sqlite3.Connection, ids: list[str], query: str = "job_running_fence") -> dict[str, Row]:
@@ -254,7 +261,8 @@ def finish_jobs(
     conn: sqlite3.Connection, now: datetime, items: Sequence[FinishItem]
 ) -> tuple[list[FinishResult], list[str]]:
     """Rule 4; returns the results and the queues to wake: those that got a waiting job, whose
-    concurrency limit got a free slot, or whose held job was released."""
+    concurrency limit got a free slot, or whose held job was released (by an ordering key or a
+    workflow's step that ended)."""
     running = _running(conn, [item.job_id for item in items], "job_finish_fence")
     now_us = to_us(now)
     results: list[FinishResult] = []
@@ -263,6 +271,7 @@ def finish_jobs(
     parents: list[str] = []
     woken: list[str] = []
     lines: list[ordering.Pair] = []  # ordering keys whose job left its line
+    ended: list[tuple[str, str]] = []  # (run, step) of the workflow steps that ended
     for item in items:
         # pop: a job listed twice in one batch is finished once; the repeat finds no lease.
         fence = running.pop(item.job_id, None)
@@ -280,9 +289,13 @@ def finish_jobs(
             woken.append(fence[_QUEUE])
         if fence[_ORDERING_KEY] is not None and state in _OUT_OF_LINE:
             lines.append((fence[_QUEUE], fence[_ORDERING_KEY]))
+        if fence[_RUN] is not None and state in _FINAL:
+            ended.append((fence[_RUN], fence[_STEP]))
     conn.executemany(Q["job_finish"], updates)
     if lines:
         woken.extend(ordering.release(conn, lines))
+    if ended:
+        woken.extend(workflows.steps_ended(conn, now, ended))
     if chains:
         inserted = insert_jobs(conn, now, chains, parents, skip_taken_ids=True)
         woken.extend(r.job.queue for r in inserted if r.created)

@@ -22,7 +22,7 @@
 -- by Python and only read by Python; the fields the scripts read or change are fields of their own
 -- (with copies of the few parts of the doc they need: queue, kind, score (-priority), max_retries,
 -- lease_us, idempotency_key, and when set rate_key, concurrency_key, ordering_key, unique_until,
--- unique_while). Absent means: `attempt` 0, `errors` [], `checkpoint` null, `held` false, anything
+-- unique_while, workflow_run_id). Absent means: `attempt` 0, `errors` [], `checkpoint` null, `held` false, anything
 -- else None. Scripts return a job as its id and read_job(): the READ fields, values only.
 --
 -- Flow control (issue 12) keeps three rules here, so that no script can forget one:
@@ -32,6 +32,12 @@
 --     joins a key with a head is held (in P:held:..., not in a ready or waiting set). When the head
 --     ends (finish_final, delete_job) the held job with the smallest seq becomes the head;
 --   * unique windows: key_holder() says whether an idempotency key still keeps new jobs out.
+--
+-- Workflow runs (issue 13) keep the rules of relay.storage.workflow_rules here too, for the same
+-- reason: a step's job that ends (finish_final, and finish.lua's own path for a completion) applies
+-- after_step_ended to its run, and one that comes back (requeue_job) applies to_retry, in the same
+-- script. A job has a `workflow_run_id` field only when it is a step; every other job pays one absent
+-- field in an HMGET it does anyway. The code is in workflows(), defined only when a step is met.
 
 local PREFIX = KEYS[1]
 
@@ -110,7 +116,7 @@ local function load(id)
   local v = redis.call('HMGET', job_key(id), 'state', 'queue', 'kind', 'score', 'run_at', 'seq',
     'lease_expires_at', 'finished_at', 'lease_token', 'attempt', 'max_retries', 'lease_us',
     'cancel_requested', 'idempotency_key', 'on_success_spec', 'on_failure_spec', 'concurrency_key',
-    'ordering_key', 'held')
+    'ordering_key', 'held', 'workflow_run_id')
   if not v[1] then
     return nil
   end
@@ -121,7 +127,7 @@ local function load(id)
     lease_token = v[9], attempt = tonumber(v[10] or '0'), max_retries = tonumber(v[11]),
     lease_us = tonumber(v[12]), cancel_requested = v[13] == '1', idempotency_key = v[14],
     on_success_spec = v[15], on_failure_spec = v[16], concurrency_key = v[17] or nil,
-    ordering_key = v[18] or nil, held = v[19] == '1',
+    ordering_key = v[18] or nil, held = v[19] == '1', workflow_run_id = v[20] or nil,
   }
 end
 
@@ -275,12 +281,15 @@ end
 
 -- j.seq_s: the seq as stored, when the caller has it already. A held job waits in its key's held
 -- set instead of a ready or waiting set; that set is written at once, never batched (a release reads
--- it in the same script).
+-- it in the same script). A held workflow step (no ordering key) is in no set but P:idx: its run's
+-- graph names it, and the step that releases it puts it in its ready or waiting set.
 local function index(j)
   local seq_s = j.seq_s or seq_text(j.seq)
   zadd(key2('idx', j.state, j.queue), seq_s, j.id)
   if j.held then
-    redis.call('ZADD', held_key(j.queue, j.ordering_key), seq_s, j.id)
+    if j.ordering_key then
+      redis.call('ZADD', held_key(j.queue, j.ordering_key), seq_s, j.id)
+    end
     return
   end
   local k, score, member = placement(j)
@@ -293,7 +302,9 @@ end
 local function unindex(j)
   zrem(key2('idx', j.state, j.queue), j.id)
   if j.held then
-    redis.call('ZREM', held_key(j.queue, j.ordering_key), j.id)
+    if j.ordering_key then
+      redis.call('ZREM', held_key(j.queue, j.ordering_key), j.id)
+    end
     return
   end
   local k, _, member = placement(j)
@@ -414,6 +425,9 @@ local P_ID, P_IDEM, P_RUN_AT, P_DELAY, P_QUEUE, P_KIND, P_SCORE = 1, 2, 3, 4, 5,
 local P_MAX_RETRIES, P_LEASE_US, P_DOC, P_CHECKPOINT, P_ON_SUCCESS, P_ON_FAILURE = 8, 9, 10, 11, 12, 13
 -- The flow-control tail, present only when one of them is set ('' = None, or the default).
 local P_RATE_KEY, P_CONCURRENCY_KEY, P_ORDERING_KEY, P_UNIQUE_FOR, P_UNIQUE_WHILE = 14, 15, 16, 17, 18
+-- After it, for a workflow's step only: its run's id, and '1' when it starts held (it has
+-- dependencies; workflow_start.lua).
+local P_RUN_ID, P_STEP_HELD = 19, 20
 -- Stored only when not '' (absent means None, or null for the checkpoint).
 local OPTIONAL_FIELDS = {{'idempotency_key', P_IDEM}, {'checkpoint', P_CHECKPOINT},
   {'on_success_spec', P_ON_SUCCESS}, {'on_failure_spec', P_ON_FAILURE}}
@@ -421,7 +435,8 @@ local FLOW_FIELDS = {{'rate_key', P_RATE_KEY}, {'concurrency_key', P_CONCURRENCY
   {'ordering_key', P_ORDERING_KEY}, {'unique_while', P_UNIQUE_WHILE}}
 
 -- The flow-control fields of the packed job `p` (with its tail), written to hash `k`; the job joins
--- its ordering key's line. Returns whether it is held.
+-- its ordering key's line. Returns whether it is held (behind its ordering key, or a step waiting for
+-- the steps it depends on).
 local function write_flow_fields(p, k, id, queue)
   local args, n = {k}, 1
   for _, f in ipairs(FLOW_FIELDS) do
@@ -435,6 +450,11 @@ local function write_flow_fields(p, k, id, queue)
   end
   local okey = p[P_ORDERING_KEY]
   local held = okey ~= '' and join_line(queue, okey, id)
+  local run_id = p[P_RUN_ID]
+  if run_id then
+    args[n + 1], args[n + 2], n = 'workflow_run_id', run_id, n + 2
+    held = held or p[P_STEP_HELD] == '1'
+  end
   if held then
     args[n + 1], args[n + 2], n = 'held', '1', n + 2
   end
@@ -478,7 +498,9 @@ local function write_job(p, k, id, seq, origin_field, origin)
   local held = p[P_ORDERING_KEY] ~= nil and write_flow_fields(p, k, id, queue)
   zadd(key2('idx', state, queue), seq_s, id)
   if held then
-    redis.call('ZADD', held_key(queue, p[P_ORDERING_KEY]), seq_s, id)
+    if p[P_ORDERING_KEY] ~= '' then -- else a held step: in no set but P:idx (see index())
+      redis.call('ZADD', held_key(queue, p[P_ORDERING_KEY]), seq_s, id)
+    end
   elseif state == 'pending' then
     local run_at_member = run_at == NOW and NOW_MEMBER or member_time(run_at)
     zadd(key2('ready', kind, queue), p[P_SCORE], run_at_member .. seq_s .. id)
@@ -535,9 +557,13 @@ local function insert_chain(spec_json, parent_id, woken)
   end
 end
 
+-- Workflow runs: defined below (needs finish_final), called only for a step's job.
+local workflows
+
 -- Ends a running (or waiting) job in a final state at now, writing `extra` (as store() does), lets
 -- its ordering key go on, then enqueues the job of `chain_field` ('on_success_spec' /
--- 'on_failure_spec'), if any. A held job (cancelled) simply stops being held.
+-- 'on_failure_spec'), if any. A held job (cancelled) simply stops being held. A workflow's step
+-- applies its end to its run (workflows().step_ended).
 local function finish_final(j, state, chain_field, woken, extra)
   j.state = state
   j.finished_at = NOW
@@ -549,6 +575,9 @@ local function finish_final(j, state, chain_field, woken, extra)
   leave_line(j, woken)
   if chain_field then
     insert_chain(j[chain_field], j.id, woken)
+  end
+  if j.workflow_run_id then
+    workflows().step_ended(j.id, j.workflow_run_id, woken)
   end
 end
 
@@ -732,4 +761,288 @@ local function schedule_set_next(k, name, next_run, paused)
   else
     redis.call('ZREM', key('schedules_due'), name)
   end
+end
+
+-- Brings job j (loaded, dead / failed / cancelled) back to pending at now, `held` or not: a requeue
+-- (requeue_job), or a step that a retry brings back with it. The attempt count and the errors stay.
+local function bring_back(j, held, woken)
+  unindex(j)
+  redis.call('HDEL', job_key(j.id), 'finished_at', 'lease_token', 'lease_expires_at')
+  j.state = 'pending'
+  j.run_at = NOW
+  j.finished_at = nil
+  j.lease_expires_at = nil
+  j.held = held
+  store(j, held and {'cancel_requested', '0', 'held', '1'} or {'cancel_requested', '0'})
+  if not held then
+    woken[j.queue] = true
+  end
+end
+
+-- Workflow runs (issue 13): the rules of relay.storage.workflow_rules, ported (the conformance suite
+-- holds both to the same behaviour). A run is the hash P:run:<id> (see relay.storage.redis.keys):
+-- `graph` is a JSON array of its steps in definition order, each [name, job id, depends_on, allow
+-- failure]; `policy` 'stop' / 'continue'; `cancelled` '1' while an operator's cancel holds.
+--
+-- Defined on first use in a script call (workflows() returns the same table after): the scripts run
+-- this prelude on every call, and a call that meets no step should not pay for making these
+-- functions.
+local WORKFLOWS = nil
+local STEP_WAITING = {pending = true, scheduled = true, failed = true}
+local STEP_RETRYABLE = {dead = true, cancelled = true, failed = true}
+
+workflows = function()
+  if WORKFLOWS then
+    return WORKFLOWS
+  end
+  local wf = {}
+  local runs = {} -- run id -> the run (run_of), or false: read once per script call
+  local quiet = false -- applying a step's effects: the steps they cancel do not cascade
+
+  -- The run `run_id` as the rules see it, or false: {id, key, policy, cancelled, nodes (the graph's
+  -- entries), by_name, by_job, children (name -> the nodes depending on it, in definition order)}.
+  local function run_of(run_id)
+    local run = runs[run_id]
+    if run ~= nil then
+      return run
+    end
+    local k = key('run', run_id)
+    local v = redis.call('HMGET', k, 'graph', 'policy', 'cancelled')
+    if not v[1] then
+      runs[run_id] = false
+      return false
+    end
+    local nodes = cjson.decode(v[1])
+    local by_name, by_job, children = {}, {}, {}
+    for _, node in ipairs(nodes) do
+      by_name[node[1]], by_job[node[2]], children[node[1]] = node, node, {}
+    end
+    for _, node in ipairs(nodes) do
+      local seen = {}
+      for _, parent in ipairs(node[3]) do
+        local list = children[parent]
+        if list and not seen[parent] then
+          seen[parent] = true
+          list[#list + 1] = node
+        end
+      end
+    end
+    run = {id = run_id, key = k, policy = v[2], cancelled = v[3] == '1', nodes = nodes,
+      by_name = by_name, by_job = by_job, children = children}
+    runs[run_id] = run
+    return run
+  end
+  wf.run_of = run_of
+
+  -- workflow_rules.StepNow, read lazily: now(node) is {state (nil: the job is gone), held}, read once
+  -- per reader (make a new reader after the steps change).
+  local function reader()
+    local seen = {}
+    return function(node)
+      local s = seen[node]
+      if not s then
+        local v = redis.call('HMGET', job_key(node[2]), 'state', 'held')
+        s = {state = v[1] or nil, held = v[2] == '1'}
+        seen[node] = s
+      end
+      return s
+    end
+  end
+  wf.reader = reader
+
+  -- relay.types.step_succeeded
+  local function succeeded(now, node)
+    local state = now(node).state
+    return state == 'completed' or (node[4] == true and (state == 'dead' or state == 'cancelled'))
+  end
+
+  -- Whether every dependency of `node` succeeded, or is in `back` (a set of names, or nil).
+  local function ready(run, now, node, back)
+    for _, name in ipairs(node[3]) do
+      local parent = run.by_name[name]
+      if not (back and back[name]) and not (parent and succeeded(now, parent)) then
+        return false
+      end
+    end
+    return true
+  end
+
+  local function descendants(run, node)
+    local found, seen, frontier = {}, {}, {node}
+    while #frontier > 0 do
+      local current = table.remove(frontier)
+      for _, child in ipairs(run.children[current[1]]) do
+        if not seen[child] then
+          seen[child] = true
+          found[#found + 1] = child
+          frontier[#frontier + 1] = child
+        end
+      end
+    end
+    return found
+  end
+
+  -- workflow_rules.after_step_ended: the nodes to release, and the nodes to cancel.
+  local function after_step_ended(run, now, node)
+    local release, cancel = {}, {}
+    if succeeded(now, node) then
+      for _, child in ipairs(run.children[node[1]]) do
+        local s = now(child)
+        if s.held and STEP_WAITING[s.state] and ready(run, now, child, nil) then
+          release[#release + 1] = child
+        end
+      end
+    elseif run.policy == 'stop' then
+      for _, other in ipairs(run.nodes) do
+        if other ~= node and STEP_WAITING[now(other).state] then
+          cancel[#cancel + 1] = other
+        end
+      end
+    else
+      for _, other in ipairs(descendants(run, node)) do
+        if STEP_WAITING[now(other).state] then
+          cancel[#cancel + 1] = other
+        end
+      end
+    end
+    return release, cancel
+  end
+
+  -- workflow_rules.to_retry: step name -> held, for the steps that come back with `node`; or nil.
+  local function to_retry(run, now, node)
+    if not STEP_RETRYABLE[now(node).state] then
+      return nil
+    end
+    local back, changed = {[node[1]] = true}, true
+    while changed do -- the cancelled steps whose every dependency has succeeded or comes back
+      changed = false
+      for _, other in ipairs(run.nodes) do
+        if not back[other[1]] and now(other).state == 'cancelled' and ready(run, now, other, back) then
+          back[other[1]] = true
+          changed = true
+        end
+      end
+    end
+    if not ready(run, now, node, back) then
+      return nil
+    end
+    local plan = {}
+    for _, other in ipairs(run.nodes) do
+      if back[other[1]] then
+        local held = false
+        for _, name in ipairs(other[3]) do
+          local parent = run.by_name[name]
+          if back[name] or not (parent and succeeded(now, parent)) then
+            held = true
+            break
+          end
+        end
+        plan[other[1]] = held
+      end
+    end
+    return plan
+  end
+  wf.to_retry = to_retry
+
+  function wf.set_cancelled(run, cancelled)
+    if run.cancelled ~= cancelled then
+      if cancelled then
+        redis.call('HSET', run.key, 'cancelled', '1')
+      else
+        redis.call('HDEL', run.key, 'cancelled')
+      end
+      run.cancelled = cancelled
+    end
+  end
+
+  -- Job `id`, a step of run `run_id`, went from a non-final state to a final one (and is stored so):
+  -- unless the run is cancelled, the steps it names are released (into their ready or waiting set,
+  -- their queue woken) or cancelled.
+  function wf.step_ended(id, run_id, woken)
+    if quiet then
+      return
+    end
+    local run = run_of(run_id)
+    if not run or run.cancelled then
+      return
+    end
+    local node = run.by_job[id]
+    if not node then
+      return
+    end
+    local release, cancel = after_step_ended(run, reader(), node)
+    for _, other in ipairs(release) do
+      local j = load(other[2])
+      redis.call('HDEL', job_key(j.id), 'held')
+      j.held = false
+      local k, score, member = placement(j)
+      zadd(k, score, member)
+      woken[j.queue] = true
+    end
+    quiet = true
+    for _, other in ipairs(cancel) do
+      local j = load(other[2])
+      unindex(j)
+      finish_final(j, 'cancelled', nil, woken)
+    end
+    quiet = false
+  end
+
+  -- Requeues step j (loaded, in a final state): to_retry with its state before, its run's cancelled
+  -- flag cleared, and the steps the plan names back with it; without a plan (a dependency failed and
+  -- stays failed) it comes back held. Returns false (nothing done) when j is in no run's graph.
+  function wf.requeue(j, woken)
+    local run = run_of(j.workflow_run_id)
+    local node = run and run.by_job[j.id]
+    if not node then
+      return false
+    end
+    local plan = to_retry(run, reader(), node)
+    wf.set_cancelled(run, false)
+    if not plan then
+      bring_back(j, true, woken)
+      return true
+    end
+    bring_back(j, plan[node[1]], woken)
+    for _, other in ipairs(run.nodes) do
+      local held = plan[other[1]]
+      if held ~= nil and other ~= node then
+        local o = load(other[2])
+        if o then
+          bring_back(o, held, woken)
+        end
+      end
+    end
+    return true
+  end
+
+  -- Run `run_id` for Python (relay.storage.redis.workflows.run_from_reply), or false: workflow,
+  -- policy, params, cancelled, created_at, seq, graph, then per step (in the graph's order) the
+  -- HMGET of its job's state, held, attempt, result, started_at, finished_at.
+  function wf.read(run_id)
+    local v = redis.call('HMGET', key('run', run_id), 'workflow', 'policy', 'params', 'cancelled',
+      'created_at', 'seq', 'graph')
+    if not v[1] then
+      return false
+    end
+    local steps = {}
+    for x, node in ipairs(cjson.decode(v[7])) do
+      steps[x] = redis.call('HMGET', job_key(node[2]), 'state', 'held', 'attempt', 'result',
+        'started_at', 'finished_at')
+    end
+    v[8] = steps
+    return v
+  end
+
+  WORKFLOWS = wf
+  return wf
+end
+
+-- Requeues job j (loaded, dead / failed / cancelled): behind its ordering key's head if it has one; a
+-- workflow's step coming back from a final state applies to_retry to its run.
+local function requeue_job(j, woken)
+  if j.workflow_run_id and FINAL[j.state] and workflows().requeue(j, woken) then
+    return
+  end
+  bring_back(j, j.ordering_key ~= nil and join_line(j.queue, j.ordering_key, j.id), woken)
 end

@@ -2,7 +2,8 @@
 --
 -- Keys: P:job:<id>, P:idx:<state>:<queue>, P:ready:<kind>:<queue> or P:waiting:<kind>:<queue>,
 --   P:finished:cancelled; with an ordering key P:held:<n>:<queue>:<key> (a held job leaves it) or
---   P:heads:<queue> (a head lets its key go on); publishes on P:wake (a released job).
+--   P:heads:<queue> (a head lets its key go on); a workflow's step: its run's keys as in finish.lua
+--   (its end released or cancelled other steps); publishes on P:wake (a released job).
 -- ARGV[2]  origin: the cancelling storage instance (it wakes its own waiters, see publish())
 -- ARGV[3]  job id
 -- Returns {'missing'}, {'invalid', state}, or {'ok', read_job() of the job as now stored, queues

@@ -3,7 +3,9 @@
 -- Keys: P:job:<id>, P:idx:<state>:<queue>, P:running, P:finished:<state>, P:waiting:<kind>:<queue>
 --   (a retry), P:ready:<kind>:<queue> (a release); a chained job's keys as in insert_many.lua (P:seq,
 --   P:idem, P:queues...); P:limits (read), P:conc:<n>:<queue>:<key> (the slot given back),
---   P:heads:<queue> and P:held:<n>:<queue>:<key> (the next job of an ordering key released);
+--   P:heads:<queue> and P:held:<n>:<queue>:<key> (the next job of an ordering key released); for a
+--   workflow's step that ends, P:run:<id> (read) and the jobs of the run's other steps (read; those
+--   released or cancelled written, as in workflows().step_ended in _lib.lua);
 --   publishes on P:wake (chained and released jobs, and the queues whose concurrency slots freed).
 -- ARGV[2]  origin: the finishing storage instance (it wakes its own waiters, see publish())
 -- ARGV[3]  n, then per item 7 values: job id, lease token, outcome (completed / failed / cancelled /
@@ -21,7 +23,7 @@ local finished_completed = key1('finished', 'completed')
 local function complete(id, token, result)
   local k = job_key(id)
   local v = redis.call('HMGET', k, 'state', 'lease_token', 'queue', 'seq', 'on_success_spec',
-    'concurrency_key', 'ordering_key')
+    'concurrency_key', 'ordering_key', 'workflow_run_id')
   if v[1] ~= 'running' or v[2] ~= token then
     return ''
   end
@@ -40,6 +42,9 @@ local function complete(id, token, result)
     leave_line({id = id, queue = queue, state = 'completed', ordering_key = v[7]}, woken)
   end
   insert_chain(v[5], id, woken)
+  if v[8] then -- what finish_final() does for the other outcomes
+    workflows().step_ended(id, v[8], woken)
+  end
   return 'completed'
 end
 

@@ -3,7 +3,7 @@
 -- Keys: P:running (leases ending strictly before now), P:job:<id>, P:idx:<state>:<queue>,
 --   P:ready:<kind>:<queue>, P:finished:<state>; an on_failure job's keys as in insert_many.lua;
 --   P:limits (read), P:conc:<n>:<queue>:<key>, P:heads:<queue>, P:held:<n>:<queue>:<key> (as in
---   finish.lua); publishes on P:wake.
+--   finish.lua); a workflow's step that ends: its run's keys as in finish.lua; publishes on P:wake.
 -- ARGV[2]  origin: the reaping storage instance (it wakes its own waiters, see publish())
 -- ARGV[3]  the LeaseExpired message as a JSON string literal (quoted and escaped by the caller)
 -- Returns {requeued ids, dead ids, cancelled ids, queues woken}, the ids in insertion order.

@@ -2,7 +2,9 @@
 --
 -- Keys: P:job:<id>, P:queues (every known queue, for a bulk requeue without a queue),
 --   P:idx:<state>:<queue>, P:finished:<state> or P:waiting:<kind>:<queue>, P:ready:<kind>:<queue>;
---   with an ordering key P:heads:<queue> and P:held:<n>:<queue>:<key>; publishes on P:wake.
+--   with an ordering key P:heads:<queue> and P:held:<n>:<queue>:<key>; a workflow's step coming
+--   back from a final state: P:run:<id> (its graph read, its cancelled flag cleared) and the jobs of
+--   the run's other steps (read; those its failure cancelled come back too); publishes on P:wake.
 -- ARGV[2]  job id, or '' for a bulk requeue
 -- ARGV[3]  bulk: the queue, or '' for every queue
 -- ARGV[4…] bulk: states (count-prefixed; the caller checked they are requeueable)
@@ -10,7 +12,9 @@
 --   jobs by seq.
 -- The attempt count and the errors stay: a requeued dead job gets exactly one more attempt. A job of
 -- an ordering key that has another head waits behind it (held); the head itself (a failed job, or a
--- dead one under ordering_dead=block) stays the head.
+-- dead one under ordering_dead=block) stays the head. A workflow's step follows
+-- workflow_rules.to_retry (requeue_job in _lib.lua): the steps its failure cancelled come back with it,
+-- and it comes back held while a step it depends on stays failed.
 -- One call requeues every matching job (it returns them all): millions at once would hold Redis for
 -- seconds.
 
@@ -51,16 +55,10 @@ local out, woken = {'ok'}, {}
 begin_batch()
 for _, target in ipairs(targets) do
   local j = load(target.id)
-  unindex(j)
-  redis.call('HDEL', job_key(j.id), 'finished_at', 'lease_token', 'lease_expires_at')
-  j.state = 'pending'
-  j.run_at = NOW
-  j.finished_at = nil
-  j.lease_expires_at = nil
-  j.held = j.ordering_key ~= nil and join_line(j.queue, j.ordering_key, j.id)
-  store(j, j.held and {'cancel_requested', '0', 'held', '1'} or {'cancel_requested', '0'})
-  if not j.held then
-    woken[j.queue] = true
+  -- A step that an earlier one of this call brought back with it (a workflow retry) is pending now,
+  -- and stays as that retry left it.
+  if REQUEUEABLE[j.state] then
+    requeue_job(j, woken)
   end
   out[#out + 1] = j.id
   out[#out + 1] = read_job(j.id)
