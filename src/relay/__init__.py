@@ -16,7 +16,9 @@ from __future__ import annotations
 from relay.app import Relay
 from relay.runtime.context import JobCancelledError, JobContext, job_context
 from relay.sdk import JobFailedError, JobHandle, Task
-from relay.types import Job, JobKind, JobState
+from relay.sdk.runs import RunHandle, WorkflowFailedError
+from relay.types import Job, JobKind, JobState, RunState, WorkflowRun
+from relay.workflows.canvas import chain, chord, group
 
 __version__ = "0.1.0"
 
@@ -29,6 +31,13 @@ __all__ = [
     "JobKind",
     "JobState",
     "Relay",
+    "RunHandle",
+    "RunState",
     "Task",
+    "WorkflowFailedError",
+    "WorkflowRun",
+    "chain",
+    "chord",
+    "group",
     "job_context",
 ]

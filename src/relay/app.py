@@ -22,20 +22,25 @@ from dataclasses import replace
 from typing import Any, ParamSpec, TypeVar, overload
 
 from relay.clock import Clock, SystemClock, clock_from_env
-from relay.errors import ConfigurationError
+from relay.errors import ConfigurationError, WorkflowNotFoundError
 from relay.jobs.document import parse_job_document, parse_job_documents
+from relay.runtime.context import job_context
 from relay.runtime.registry import TaskRegistry
 from relay.runtime.schedules import ScheduleDefinition, define
 from relay.runtime.worker import Worker, WorkerConfig
+from relay.runtime.workflows import WORKFLOW_TASK, run_id_for_job, start_canvas, trigger
 from relay.sdk.handle import JobHandle, require
 from relay.sdk.options import JobOptions
 from relay.sdk.portal import Portal
+from relay.sdk.runs import RunHandle, require_run
 from relay.sdk.tasks import Task
 from relay.settings import Settings
 from relay.storage.base import Storage, TransactionalInsert
 from relay.storage.params import InsertResult
 from relay.storage.urls import DEFAULT_URL, parse_storage_url
-from relay.types import Job, NewJob
+from relay.types import JSON, Job, NewJob, WorkflowRun
+from relay.workflows.canvas import Canvas
+from relay.workflows.definitions import WorkflowDefinition, load_directory
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -102,6 +107,7 @@ class Relay:
         self._opened = False
         self._open_lock = threading.Lock()
         self.inline = False  # relay.testing.inline_mode: run each enqueued job at once, in-process
+        self.registry.register(WORKFLOW_TASK, self._triggered_workflow)
 
     def __repr__(self) -> str:
         return f"<Relay {self.settings.database_url}>"
@@ -273,6 +279,50 @@ class Relay:
             raise ConfigurationError(f"two schedules named {definition.name!r}: give each a name=")
         self.schedules[definition.name] = definition
         return definition
+
+    # -- workflows ------------------------------------------------------------------------------
+
+    def workflows(self) -> dict[str, WorkflowDefinition]:
+        """The YAML workflow definitions of ``settings.workflows_dir`` (``./workflows``,
+        ``RELAY_WORKFLOWS_DIR``), read now; an invalid file raises ``InvalidWorkflowError``."""
+        return load_directory(self.settings.workflows_dir)
+
+    def workflow(self, name: str, /, run_id: str | None = None, **params: str) -> RunHandle:
+        """Trigger the YAML workflow ``name`` with these parameters; a handle on its run."""
+        return self.call(self.workflow_async(name, run_id=run_id, **params))  # type: ignore[no-any-return]
+
+    async def workflow_async(self, name: str, /, run_id: str | None = None, **params: str) -> RunHandle:
+        await self.open_async()
+        definitions = self.workflows()
+        if name not in definitions:
+            raise WorkflowNotFoundError(name)
+        started = await trigger(self.storage, definitions[name], params, run_id=run_id)
+        return RunHandle(self, started.run, started.created)
+
+    async def _triggered_workflow(self, workflow: str, params: dict[str, str]) -> dict[str, JSON]:
+        """The built-in task of a scheduled workflow (WORKFLOW_TASK): start its run, once per job."""
+        definitions = self.workflows()
+        if workflow not in definitions:
+            raise WorkflowNotFoundError(workflow)
+        run_id = run_id_for_job(job_context().job_id)
+        started = await trigger(self.storage, definitions[workflow], params, run_id=run_id)
+        return {"run_id": started.run.id, "created": started.created}
+
+    def start(self, canvas: Canvas) -> RunHandle:
+        """Start a run of a canvas (``chain``, ``group``, ``chord``); a handle on it."""
+        return self.call(self.start_async(canvas))  # type: ignore[no-any-return]
+
+    async def start_async(self, canvas: Canvas) -> RunHandle:
+        await self.open_async()
+        started = await start_canvas(self.storage, canvas)
+        return RunHandle(self, started.run, started.created)
+
+    def get_run(self, run_id: str) -> WorkflowRun:
+        return require_run(self.call(self.storage.workflow_get(run_id)), run_id)
+
+    async def get_run_async(self, run_id: str) -> WorkflowRun:
+        await self.open_async()
+        return require_run(await self.storage.workflow_get(run_id), run_id)
 
     # -- read -----------------------------------------------------------------------------------
 

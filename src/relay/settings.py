@@ -47,6 +47,7 @@ class Settings:
     reaper_interval: float = 5.0
     scheduler_interval: float = 1.0
     cron_interval: float = 1.0  # seconds between two looks for due schedule ticks
+    workflows_dir: str = "workflows"  # where the YAML workflow definitions are
     leader_ttl: float = 15.0
     retention: float = 7 * 86400.0  # seconds finished jobs are kept (0 keeps them forever)
     log_cap: int = 1_000_000  # bytes of output kept per attempt
@@ -71,6 +72,7 @@ class Settings:
             reaper_interval=_float(e, "RELAY_REAPER_INTERVAL", cls.reaper_interval),
             scheduler_interval=_float(e, "RELAY_SCHEDULER_INTERVAL", cls.scheduler_interval),
             cron_interval=_float(e, "RELAY_CRON_INTERVAL", cls.cron_interval),
+            workflows_dir=e.get("RELAY_WORKFLOWS_DIR") or cls.workflows_dir,
             leader_ttl=_float(e, "RELAY_LEADER_TTL", cls.leader_ttl),
             retention=_float(e, "RELAY_RETENTION", cls.retention),
             log_cap=_int(e, "RELAY_LOG_CAP", cls.log_cap),

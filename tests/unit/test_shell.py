@@ -112,6 +112,7 @@ async def test_lines_captured_in_order_per_stream() -> None:
         stderr_tail="e1\ne2\n",
         output_bytes=len("o1\ne1\no2\ne2\no3 without newline"),
         truncated=False,
+        last_line="o3 without newline",
     )
 
 

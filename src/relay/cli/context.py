@@ -34,6 +34,7 @@ class CliState:
     log_format: str | None = None
     log_level: str | None = None
     server_url: str | None = None  # talk to a Relay server instead of storage (--server / RELAY_SERVER_URL)
+    workflows_dir: str | None = None  # relay workflow --workflows DIR
     _relay: Relay | None = field(default=None, repr=False)
 
     def settings(self, **overrides: Any) -> Settings:

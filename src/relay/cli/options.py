@@ -97,3 +97,14 @@ def split_queues(value: str | None) -> tuple[str, ...] | None:
     if not queues:
         raise click.BadParameter("name at least one queue", param_hint="--queues")
     return queues
+
+
+def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
+    """``--param NAME=VALUE`` options (a workflow's parameters) as a dict."""
+    values: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"expected NAME=VALUE, got {pair!r}", param_hint="--param")
+        values[name] = value
+    return values

@@ -16,12 +16,13 @@ import click
 import orjson
 
 from relay.cli.context import CliState, pass_state
-from relay.cli.options import json_option
+from relay.cli.options import json_option, parse_params
 from relay.cli.output import emit_json, note, show
 from relay.cli.views import describe_schedule, schedule_to_json, schedules_table, summary
 from relay.errors import InvalidScheduleError, ScheduleNotFoundError
 from relay.jobs.document import parse_job_document
 from relay.runtime import schedules as definitions
+from relay.runtime.workflows import workflow_job
 from relay.types import JSON, NewJob, Schedule
 
 
@@ -83,6 +84,8 @@ def show_schedule(state: CliState, name: str) -> None:
 @click.option("--job", "job_file", metavar="FILE", help="The job to enqueue, as a job document.")
 @click.option("--task", metavar="NAME", help="A registered task to call at each tick.")
 @click.option("--args", "task_args", metavar="JSON", help="The task's arguments, a JSON array.")
+@click.option("--workflow", metavar="NAME", help="A workflow to trigger at each tick (with --param).")
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help="A parameter of --workflow.")
 @click.option("--queue", help="The queue of a command's or a task's job (default: default).")
 @json_option
 @pass_state
@@ -97,12 +100,21 @@ def add(
     job_file: str | None,
     task: str | None,
     task_args: str | None,
+    workflow: str | None,
+    params: tuple[str, ...],
     queue: str | None,
 ) -> None:
     """Create (or redefine) schedule NAME, firing at SPEC: a cron expression ("*/5 * * * *"), an alias
     (@hourly, @daily, ...) or an interval ("every 30s"). The job: a COMMAND after --, --job FILE, or
-    --task NAME [--args JSON]."""
-    job = _job(command, job_file, task, task_args, queue)
+    --task NAME [--args JSON], or --workflow NAME [--param K=V]."""
+    if workflow is not None:
+        if command or job_file or task:
+            raise click.UsageError("give one thing to run: a COMMAND, --job, --task or --workflow")
+        job = workflow_job(workflow, parse_params(params), **({"queue": queue} if queue else {}))
+    elif params:
+        raise click.UsageError("--param goes with --workflow")
+    else:
+        job = _job(command, job_file, task, task_args, queue)
     definition = definitions.define(name, spec, job, timezone=timezone, catch_up=catch_up)
     [saved] = state.run(lambda s: definitions.save(s, [definition], datetime.now(UTC)))
     if state.json:

@@ -31,6 +31,8 @@ class JobContext:
     # Set once by the worker's loop, read by the job (any thread): a plain flag is enough under the
     # GIL, and a threading.Event per job (a Condition and a lock) was measurable at thousands a second.
     _cancel: bool = False
+    # A workflow step's inputs: the results of the steps it depends on (relay.runtime.workflows).
+    inputs: dict[str, JSON] = field(default_factory=dict)
 
     @property
     def job_id(self) -> str:

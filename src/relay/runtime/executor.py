@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import traceback
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, overload
 
@@ -24,7 +24,7 @@ from relay.runtime.registry import TaskRegistry
 from relay.runtime.shell import ShellCommand, ShellLaunchError, ShellOutcome, run_shell
 from relay.runtime.sync_threads import SyncThreadPool
 from relay.storage.params import FinishItem
-from relay.types import JSON, AttemptError, JobKind, Outcome
+from relay.types import JSON, AttemptError, Job, JobKind, Outcome
 
 STDERR_TAIL_CHARS = 2000
 
@@ -68,6 +68,7 @@ class Executor:
         kill_wait: float = 10.0,
         cancel_grace: float = 5.0,
         log_cap: int = 1_000_000,
+        inputs: Callable[[Job], Awaitable[dict[str, JSON]]] | None = None,
     ) -> None:
         self._registry = registry
         self._threads = threads
@@ -76,6 +77,7 @@ class Executor:
         self._kill_wait = kill_wait  # how long a stopped job's code gets to actually stop
         self._cancel_grace = cancel_grace
         self._log_cap = log_cap
+        self._inputs = inputs  # a workflow step's inputs, read when its job starts
 
     def start(self, attempt: Attempt, on_outcome: Outcomes) -> None:
         """Start the attempt's code; ``on_outcome(attempt, item)`` is called once, however it ends.
@@ -155,6 +157,8 @@ class Executor:
 
     async def _run(self, attempt: Attempt) -> Any:
         job = attempt.job
+        if job.workflow_run_id is not None and self._inputs is not None:
+            attempt.ctx.inputs = await self._inputs(job)
         try:
             if job.kind is JobKind.SHELL:
                 return await self._run_shell(attempt)
@@ -186,9 +190,16 @@ class Executor:
         p = job.payload
         if not isinstance(p, dict) or not isinstance(p.get("argv"), list) or not p["argv"]:
             raise UnrunnableJobError("a shell job's payload needs an 'argv' list")
+        env = dict(p.get("env") or {})
+        if job.workflow_run_id is not None:
+            env |= {
+                "RELAY_WORKFLOW_RUN_ID": job.workflow_run_id,
+                "RELAY_WORKFLOW_STEP": job.workflow_step or "",
+                "RELAY_INPUTS": orjson.dumps(attempt.ctx.inputs).decode(),
+            }
         command = ShellCommand(
             argv=[str(a) for a in p["argv"]],
-            env=dict(p.get("env") or {}),
+            env=env,
             cwd=p.get("cwd"),
             timeout=job.timeout,
         )
@@ -226,7 +237,7 @@ class Executor:
                 attempt.job.id,
                 attempt.lease_token,
                 Outcome.COMPLETED,
-                result={"exit_code": 0, "output_bytes": out.output_bytes},
+                result={"exit_code": 0, "output_bytes": out.output_bytes, "output": _output(out.last_line)},
             )
         tail = out.stderr_tail[-STDERR_TAIL_CHARS:]
         message = f"exited with code {out.exit_code}"
@@ -297,6 +308,14 @@ class Executor:
             exit_code=exit_code,
             stderr_tail=_clean(stderr_tail),
         )
+
+
+def _output(line: str) -> JSON:
+    """A command's output, for the steps after it: its last stdout line, decoded when it is JSON."""
+    try:
+        return orjson.loads(line) if line else None
+    except orjson.JSONDecodeError:
+        return line
 
 
 def _describe(exc: BaseException) -> str:

@@ -8,6 +8,7 @@ Storage keeps definitions and fires ticks; it never parses a spec.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -15,6 +16,7 @@ from relay.errors import InvalidJobError, InvalidScheduleError, ScheduleNotFound
 from relay.jobs.cron import ScheduleSpec, parse_spec
 from relay.jobs.document import parse_job_document
 from relay.jobs.json_values import json_type
+from relay.runtime.workflows import workflow_job
 from relay.storage.base import Schedules
 from relay.storage.params import ScheduleParams
 from relay.types import CatchUp, NewJob, Schedule, UniqueWhile
@@ -80,7 +82,7 @@ def _checked(
     return name, parsed, _CATCH_UP[catch_up]
 
 
-_DOCUMENT_FIELDS = ("name", "schedule", "timezone", "catch_up", "job", "command")
+_DOCUMENT_FIELDS = ("name", "schedule", "timezone", "catch_up", "job", "command", "workflow", "params")
 
 
 def schedule_from_document(doc: object, *, path: str = "") -> ScheduleDefinition:
@@ -109,11 +111,13 @@ def schedule_from_document(doc: object, *, path: str = "") -> ScheduleDefinition
         )
     except InvalidScheduleError as exc:
         raise InvalidScheduleError(where(exc.field), exc.message) from None
-    if ("job" in doc) == ("command" in doc):
-        raise InvalidScheduleError(
-            where("job"), "give the job to run: either job (a job document) or command"
-        )
-    if "job" in doc:
+    if sum(key in doc for key in ("job", "command", "workflow")) != 1:
+        raise InvalidScheduleError(where("job"), "give what to run: a job document, a command or a workflow")
+    if "params" in doc and "workflow" not in doc:
+        raise InvalidScheduleError(where("params"), "params go with a workflow")
+    if "workflow" in doc:
+        job = _workflow_job(doc["workflow"], doc.get("params") or {}, where)
+    elif "job" in doc:
         job = parse_job_document(doc["job"], path=where("job"))
     else:
         payload = _command_payload(doc["command"], where("command"))
@@ -122,6 +126,16 @@ def schedule_from_document(doc: object, *, path: str = "") -> ScheduleDefinition
         except InvalidJobError as exc:  # the document says "command", not "payload.command"
             raise InvalidScheduleError(where("command"), exc.message) from None
     return define(name, spec.text, job, timezone=spec.timezone, catch_up=catch_up)
+
+
+def _workflow_job(workflow: object, params: object, where: Callable[[str], str]) -> NewJob:
+    if not isinstance(workflow, str) or not workflow:
+        raise InvalidScheduleError(where("workflow"), "expected the name of a workflow")
+    if not isinstance(params, dict) or not all(isinstance(v, str) for v in params.values()):
+        raise InvalidScheduleError(
+            where("params"), "expected an object of strings: the workflow's parameters"
+        )
+    return workflow_job(workflow, params)
 
 
 def _command_payload(command: object, field: str) -> dict[str, object]:

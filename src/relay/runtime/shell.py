@@ -49,6 +49,7 @@ OutputSink = Callable[[str, str], Awaitable[None]]
 MAX_LINE_BYTES = 64 * 1024  # a longer line is passed on in chunks of this size, so memory stays bounded
 READ_BYTES = 64 * 1024
 STDERR_TAIL_BYTES = 4 * 1024
+STDOUT_TAIL_BYTES = 4 * 1024  # what is kept of stdout to find its last line: a step's output
 STREAMS = ("stdout", "stderr")
 
 
@@ -82,6 +83,7 @@ class ShellOutcome:
     stderr_tail: str  # the last STDERR_TAIL_BYTES of stderr, past the cap included
     output_bytes: int  # every byte seen on stdout and stderr, past the cap included
     truncated: bool  # output past the cap was not passed to the sink
+    last_line: str = ""  # the last non-blank line of stdout (within its last STDOUT_TAIL_BYTES)
 
 
 class _Stop(Enum):
@@ -410,12 +412,16 @@ class _Output:
         self.total = 0
         self.truncated = False
         self._stderr_tail = bytearray()
+        self._stdout_tail = bytearray()
 
     def seen(self, stream: str, data: bytes) -> None:
         self.total += len(data)
         if stream == "stderr":
             self._stderr_tail += data
             del self._stderr_tail[:-STDERR_TAIL_BYTES]
+        else:
+            self._stdout_tail += data
+            del self._stdout_tail[:-STDOUT_TAIL_BYTES]
 
     async def deliver(self, stream: str, size: int, text: str) -> None:
         # Check and update before awaiting the sink: the other pump may run while this one awaits.
@@ -436,7 +442,13 @@ class _Output:
             stderr_tail=_decode_tail(bytes(self._stderr_tail)),
             output_bytes=self.total,
             truncated=self.truncated,
+            last_line=_last_line(bytes(self._stdout_tail)),
         )
+
+
+def _last_line(raw: bytes) -> str:
+    lines = [line for line in raw.decode("utf-8", errors="replace").splitlines() if line.strip()]
+    return lines[-1].strip() if lines else ""
 
 
 def _decode_tail(raw: bytes) -> str:

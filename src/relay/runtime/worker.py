@@ -40,6 +40,7 @@ from relay.runtime.maintenance import MaintenanceRunner, Service, default_servic
 from relay.runtime.registry import TaskRegistry
 from relay.runtime.schedules import ScheduleDefinition, save
 from relay.runtime.sync_threads import SyncThreadPool
+from relay.runtime.workflows import step_inputs
 from relay.storage.base import Storage
 from relay.storage.params import BUILTIN_KINDS, ClaimParams, FinishItem, FinishResult, HeartbeatResult
 from relay.types import Job, JobKind, JobState, WorkerInfo, worker_identity
@@ -136,6 +137,7 @@ class Worker:
             cancel_grace=self.config.cancel_grace,
             log_cap=self.config.log_cap,
             kill_wait=self.config.cancel_grace + 5.0,
+            inputs=lambda job: step_inputs(self.storage, job),
         )
         heartbeater = Heartbeater(self.storage, self._running, self._deliver_heartbeat, self._worker_info)
         heartbeater.start()

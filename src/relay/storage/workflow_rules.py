@@ -149,6 +149,8 @@ def settle_ended(
     release: dict[str, None] = {}
     cancel: dict[str, None] = {}
     for name in ended:
+        if name not in steps:  # not a step of this run's graph (a job forged through the seam)
+            continue
         effects = after_step_ended(nodes, steps, name, policy)
         for other in effects.release:
             steps[other] = StepNow(steps[other].state, False)
@@ -167,6 +169,7 @@ def settle_requeued(
     requeued one after another: a step back from a final state gets :func:`to_retry` (None: it comes back
     held, since a step it depends on failed and stays failed); a step brought back by an earlier one's
     retry is not coming back from a final state any more; a failed job requeued keeps its held flag."""
+    requeued = [item for item in requeued if item[1] in steps]  # see settle_ended
     for _job_id, name, before in requeued:
         steps[name] = StepNow(before, False)  # held steps are never requeueable
     out = Settled()
