@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import click
 
 from relay import __version__
-from relay.cli import admin, dlq, jobs, schedules, server, submit, worker
+from relay.cli import admin, dlq, jobs, schedules, server, submit, worker, workflows
 from relay.cli.context import CliState
 from relay.cli.output import error_line
 from relay.errors import ConfigurationError, RelayError, StorageUnavailableError
@@ -81,6 +81,7 @@ cli.add_command(admin.stats)
 cli.add_command(admin.migrate)
 cli.add_command(admin.queue)
 cli.add_command(schedules.schedule)
+cli.add_command(workflows.workflow)
 cli.add_command(worker.worker)
 cli.add_command(worker.up)
 cli.add_command(server.server)

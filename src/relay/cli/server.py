@@ -9,21 +9,24 @@ import click
 
 from relay.app import Relay
 from relay.cli.context import CliState, pass_state
-from relay.cli.worker import check_storage, listen_options
+from relay.cli.worker import check_storage, listen_options, workflows_option
 from relay.errors import ConfigurationError
 from relay.runtime.events import configure_logging
 
 
 @click.command("server")
 @listen_options
+@workflows_option
 @click.option("--access-log", is_flag=True, help="Log every request.")
 @pass_state
-def server(state: CliState, host: str | None, port: int | None, access_log: bool) -> None:
+def server(
+    state: CliState, host: str | None, port: int | None, workflows_dir: str | None, access_log: bool
+) -> None:
     """Serve the HTTP API, the runner protocol, events and /metrics (docs/api.md)."""
     from relay.server import serve
 
     state.require_local("server")
-    relay = Relay(settings=state.settings())
+    relay = Relay(settings=state.settings(workflows_dir=workflows_dir))
     check_storage(relay)
     configure_logging(relay.settings.log_format, relay.settings.log_level)
     serve(relay, host=host, port=port, access_log=access_log)

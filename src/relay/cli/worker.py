@@ -41,6 +41,16 @@ def listen_options(f: F) -> F:
     )(f)
 
 
+def workflows_option(f: F) -> F:
+    """Where the server's workflow definitions are (``relay server`` and ``relay up``)."""
+    return click.option(
+        "--workflows",
+        "workflows_dir",
+        metavar="DIR",
+        help="The YAML workflow definitions to serve (default: RELAY_WORKFLOWS_DIR or ./workflows).",
+    )(f)
+
+
 def worker_options(f: F) -> F:
     """The options `relay worker` and `relay up` share (shown in this order by --help)."""
     f = log_format_option(f)
@@ -102,6 +112,7 @@ def worker(
 @click.command()
 @worker_options
 @listen_options
+@workflows_option
 @pass_state
 def up(
     state: CliState,
@@ -112,16 +123,21 @@ def up(
     config: str | None,
     host: str | None,
     port: int | None,
+    workflows_dir: str | None,
 ) -> None:
     """Run a worker, maintenance and the HTTP API with its dashboard in one process.
 
     Laptop mode: jobs are kept in sqlite:///relay.db unless configured otherwise."""
     from relay.server import ServerSettings
+    from relay.server.workflows import load_definitions
 
     state.require_local("up")
-    settings = state.settings(queues=split_queues(queues), concurrency=concurrency)
+    settings = state.settings(
+        queues=split_queues(queues), concurrency=concurrency, workflows_dir=workflows_dir
+    )
     relay = load_app(app, state) if app else Relay(settings=settings)
     defined = schedules_for(config, schedule_flags, tuple(relay.schedules.values()))
+    load_definitions(relay)  # a bad workflow file: one error line, before the banner and the worker
     # The worker runs maintenance already; the server need not take part in the election too.
     server_settings = ServerSettings.from_env(host=host, port=port, maintenance=False).check()
     check_storage(relay)

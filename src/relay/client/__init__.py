@@ -17,7 +17,7 @@ Without arguments the client reads ``RELAY_SERVER_URL`` (default ``http://127.0.
 from __future__ import annotations
 
 from relay.client.aio import AsyncRelayClient
-from relay.client.calls import Enqueued, Page
+from relay.client.calls import Enqueued, Page, RunPage
 from relay.client.errors import (
     ApiError,
     AuthenticationError,
@@ -36,5 +36,6 @@ __all__ = [
     "Page",
     "PermissionDeniedError",
     "RelayClient",
+    "RunPage",
     "ServerUnavailableError",
 ]

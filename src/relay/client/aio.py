@@ -10,8 +10,8 @@ import httpx
 
 from relay.client import calls
 from relay.client.base import DEFAULT_TIMEOUT, client_options, response_body, unreachable
-from relay.client.calls import Call, Enqueued, Page
-from relay.types import Job, LogLine, QueueInfo, Schedule, WorkerInfo
+from relay.client.calls import Call, Enqueued, Page, RunPage
+from relay.types import JSON, Job, LogLine, QueueInfo, Schedule, WorkerInfo, WorkflowRun
 
 T = TypeVar("T")
 
@@ -146,6 +146,34 @@ class AsyncRelayClient:
 
     async def workers(self) -> list[WorkerInfo]:
         return await self.send(calls.workers())
+
+    async def list_workflows(self) -> list[dict[str, JSON]]:
+        """The workflow definitions the server loaded at its start, as JSON: name, description,
+        on_failure, params, steps (name, depends_on, runs, queue), source."""
+        return await self.send(calls.workflows())
+
+    async def trigger_workflow(self, name: str, params: Mapping[str, str] | None = None) -> WorkflowRun:
+        """Start a run of workflow ``name``. WorkflowNotFoundError for an unknown name;
+        InvalidWorkflowError names a bad parameter (nothing is started then)."""
+        return await self.send(calls.trigger_workflow(name, params or {}))
+
+    async def get_workflow_run(self, run_id: str) -> WorkflowRun:
+        """The run, every step as it is now; WorkflowRunNotFoundError when there is none."""
+        return await self.send(calls.workflow_run(run_id))
+
+    async def list_workflow_runs(
+        self, workflow: str | None = None, *, limit: int = 50, cursor: str | None = None
+    ) -> RunPage:
+        """Runs newest first, of one workflow or of all."""
+        return await self.send(calls.workflow_runs(workflow=workflow, limit=limit, cursor=cursor))
+
+    async def cancel_workflow_run(self, run_id: str) -> WorkflowRun:
+        """Cancel the run: its waiting steps at once, its running steps asked to stop."""
+        return await self.send(calls.cancel_workflow_run(run_id))
+
+    async def retry_workflow_step(self, run_id: str, step: str) -> WorkflowRun:
+        """Bring failed step ``step`` back; InvalidTransitionError when it cannot be retried."""
+        return await self.send(calls.retry_workflow_step(run_id, step))
 
     async def ready(self) -> bool:
         return await self.send(calls.ready())

@@ -18,8 +18,9 @@ from relay.client.wire import (
     queue_from_json,
     schedule_from_json,
     worker_from_json,
+    workflow_run_from_json,
 )
-from relay.types import Job, LogLine, QueueInfo, Schedule, WorkerInfo
+from relay.types import JSON, Job, LogLine, QueueInfo, Schedule, WorkerInfo, WorkflowRun
 
 T = TypeVar("T")
 API = "/api/v1"
@@ -34,6 +35,14 @@ class Call(Generic[T]):
     json: Any = None
     has_body: bool = False
     job_id: str | None = None  # the job the call is about: names it in a not-found error
+
+
+@dataclass(frozen=True, slots=True)
+class RunPage:
+    """One page of workflow runs, newest first; pass ``next_cursor`` back for the next page."""
+
+    runs: list[WorkflowRun]
+    next_cursor: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +77,10 @@ def _queue_path(name: str, suffix: str = "") -> str:
 
 def _schedule_path(name: str, suffix: str = "") -> str:
     return f"{API}/schedules/{quote(name, safe='')}{suffix}"
+
+
+def _run_path(run_id: str, suffix: str = "") -> str:
+    return f"{API}/workflow-runs/{quote(run_id, safe='')}{suffix}"
 
 
 def _params(**values: object) -> list[tuple[str, str]]:
@@ -211,6 +224,39 @@ def resume_schedule(name: str) -> Call[Schedule]:
 
 def workers() -> Call[list[WorkerInfo]]:
     return Call("GET", f"{API}/workers", lambda body: [worker_from_json(w) for w in body["workers"]])
+
+
+def workflows() -> Call[list[dict[str, JSON]]]:
+    """The server's workflow definitions, as JSON (``relay.client.wire.workflow_definition_to_json``)."""
+    return Call("GET", f"{API}/workflows", lambda body: list(body["workflows"]))
+
+
+def trigger_workflow(name: str, params: Mapping[str, str]) -> Call[WorkflowRun]:
+    path = f"{API}/workflows/{quote(name, safe='')}/runs"
+    return Call("POST", path, workflow_run_from_json, json={"params": dict(params)}, has_body=True)
+
+
+def workflow_run(run_id: str) -> Call[WorkflowRun]:
+    return Call("GET", _run_path(run_id), workflow_run_from_json)
+
+
+def workflow_runs(
+    *, workflow: str | None = None, limit: int = 50, cursor: str | None = None
+) -> Call[RunPage]:
+    def decode(body: Any) -> RunPage:
+        return RunPage([workflow_run_from_json(r) for r in body["runs"]], body.get("next_cursor"))
+
+    params = _params(workflow=workflow, limit=limit, cursor=cursor)
+    return Call("GET", f"{API}/workflow-runs", decode, params)
+
+
+def cancel_workflow_run(run_id: str) -> Call[WorkflowRun]:
+    return Call("POST", _run_path(run_id, "/cancel"), workflow_run_from_json)
+
+
+def retry_workflow_step(run_id: str, step: str) -> Call[WorkflowRun]:
+    path = _run_path(run_id, f"/steps/{quote(step, safe='')}/retry")
+    return Call("POST", path, workflow_run_from_json)
 
 
 def ready() -> Call[bool]:

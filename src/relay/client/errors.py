@@ -18,10 +18,13 @@ from relay.errors import (
     InvalidLimitError,
     InvalidScheduleError,
     InvalidTransitionError,
+    InvalidWorkflowError,
     JobNotFoundError,
     RelayError,
     ScheduleNotFoundError,
     StorageUnavailableError,
+    WorkflowNotFoundError,
+    WorkflowRunNotFoundError,
 )
 
 
@@ -90,7 +93,8 @@ def error_from_response(status: int, body: Any, job_id: str | None = None) -> Re
 
 
 _INVALID: dict[str, type[InvalidFieldError]] = {
-    error.code: error for error in (InvalidJobError, InvalidLimitError, InvalidScheduleError)
+    error.code: error
+    for error in (InvalidJobError, InvalidLimitError, InvalidScheduleError, InvalidWorkflowError)
 }
 
 
@@ -102,6 +106,12 @@ def _known_error(
         return _INVALID[code](field or "", message)
     if code == "not_found" and detail.get("schedule"):
         return ScheduleNotFoundError(str(detail["schedule"]))
+    if code == "not_found" and detail.get("step"):
+        return None  # a run without that step: an ApiError that keeps the message and the field
+    if code == "not_found" and detail.get("run_id"):
+        return WorkflowRunNotFoundError(str(detail["run_id"]))
+    if code == "not_found" and detail.get("workflow"):
+        return WorkflowNotFoundError(str(detail["workflow"]))
     if code == "not_found" and subject:
         return JobNotFoundError(subject)
     if code == "duplicate_id" and subject:

@@ -10,8 +10,8 @@ import httpx
 
 from relay.client import calls
 from relay.client.base import DEFAULT_TIMEOUT, client_options, response_body, unreachable
-from relay.client.calls import Call, Enqueued, Page
-from relay.types import Job, LogLine, QueueInfo, Schedule, WorkerInfo
+from relay.client.calls import Call, Enqueued, Page, RunPage
+from relay.types import JSON, Job, LogLine, QueueInfo, Schedule, WorkerInfo, WorkflowRun
 
 T = TypeVar("T")
 
@@ -144,6 +144,34 @@ class RelayClient:
 
     def workers(self) -> list[WorkerInfo]:
         return self.send(calls.workers())
+
+    def list_workflows(self) -> list[dict[str, JSON]]:
+        """The workflow definitions the server loaded at its start, as JSON: name, description,
+        on_failure, params, steps (name, depends_on, runs, queue), source."""
+        return self.send(calls.workflows())
+
+    def trigger_workflow(self, name: str, params: Mapping[str, str] | None = None) -> WorkflowRun:
+        """Start a run of workflow ``name``. WorkflowNotFoundError for an unknown name;
+        InvalidWorkflowError names a bad parameter (nothing is started then)."""
+        return self.send(calls.trigger_workflow(name, params or {}))
+
+    def get_workflow_run(self, run_id: str) -> WorkflowRun:
+        """The run, every step as it is now; WorkflowRunNotFoundError when there is none."""
+        return self.send(calls.workflow_run(run_id))
+
+    def list_workflow_runs(
+        self, workflow: str | None = None, *, limit: int = 50, cursor: str | None = None
+    ) -> RunPage:
+        """Runs newest first, of one workflow or of all."""
+        return self.send(calls.workflow_runs(workflow=workflow, limit=limit, cursor=cursor))
+
+    def cancel_workflow_run(self, run_id: str) -> WorkflowRun:
+        """Cancel the run: its waiting steps at once, its running steps asked to stop."""
+        return self.send(calls.cancel_workflow_run(run_id))
+
+    def retry_workflow_step(self, run_id: str, step: str) -> WorkflowRun:
+        """Bring failed step ``step`` back; InvalidTransitionError when it cannot be retried."""
+        return self.send(calls.retry_workflow_step(run_id, step))
 
     def ready(self) -> bool:
         return self.send(calls.ready())

@@ -8,6 +8,10 @@ holds the job: an operator never needs it, and must not be able to forge a worke
 Datetimes are ISO 8601 strings; chained jobs (``on_success`` / ``on_failure``) are in the canonical form
 of :meth:`relay.types.NewJob.to_json`, and so is a schedule's job template.
 
+A workflow run is its fields with its derived ``state`` and ``finished_at``, and its steps as they are
+now (``state`` null: the step's job was pruned); a workflow definition is its name, failure policy,
+parameters and steps (what each runs, on which queue). ``relay workflow ... --json`` prints the same.
+
 A queue's limits are the flat form the API also accepts (``PUT /api/v1/queues/{name}/limits``): rates
 in jobs per second, ``null`` for no limit::
 
@@ -26,6 +30,7 @@ from relay.types import (
     Backoff,
     BackoffKind,
     CatchUp,
+    FailurePolicy,
     Job,
     JobKind,
     JobState,
@@ -38,6 +43,8 @@ from relay.types import (
     Schedule,
     UniqueWhile,
     WorkerInfo,
+    WorkflowRun,
+    WorkflowStep,
 )
 
 
@@ -90,6 +97,8 @@ def job_to_json(job: Job) -> dict[str, JSON]:
         "held": job.held,
         "unique_until": _iso(job.unique_until),
         "unique_while": job.unique_while.value,
+        "workflow_run_id": job.workflow_run_id,
+        "workflow_step": job.workflow_step,
     }
 
 
@@ -131,6 +140,8 @@ def job_from_json(d: dict[str, Any]) -> Job:
         held=bool(d.get("held")),
         unique_until=_time(d.get("unique_until")),
         unique_while=UniqueWhile(d.get("unique_while") or UniqueWhile.STORED),
+        workflow_run_id=d.get("workflow_run_id"),
+        workflow_step=d.get("workflow_step"),
     )
 
 
@@ -256,4 +267,83 @@ def worker_from_json(d: dict[str, Any]) -> WorkerInfo:
         started_at=datetime.fromisoformat(d["started_at"]),
         last_heartbeat_at=datetime.fromisoformat(d["last_heartbeat_at"]),
         running=tuple(d.get("running") or ()),
+    )
+
+
+def workflow_definition_to_json(d: Any) -> dict[str, JSON]:
+    """``d`` is a :class:`relay.workflows.definitions.WorkflowDefinition`: typed ``Any`` because this
+    module must not import ``relay.workflows`` (the client runs with types and errors only). The
+    client never decodes a definition: it reads the JSON as it is."""
+    return {
+        "name": d.name,
+        "description": d.description,
+        "on_failure": d.policy.value,
+        "params": [{"name": p.name, "default": p.default, "required": p.default is None} for p in d.params],
+        "steps": [
+            {
+                "name": s.name,
+                "depends_on": list(s.depends_on),
+                "runs": s.document.task or s.document.command,
+                "queue": s.document.queue or "default",
+            }
+            for s in d.steps
+        ],
+        "source": d.source,
+    }
+
+
+def workflow_step_to_json(step: WorkflowStep) -> dict[str, JSON]:
+    return {
+        "name": step.name,
+        "job_id": step.job_id,
+        "depends_on": list(step.depends_on),
+        "allow_failure": step.allow_failure,
+        "state": None if step.state is None else step.state.value,
+        "held": step.held,
+        "attempt": step.attempt,
+        "result": step.result,
+        "started_at": _iso(step.started_at),
+        "finished_at": _iso(step.finished_at),
+    }
+
+
+def workflow_run_to_json(run: WorkflowRun) -> dict[str, JSON]:
+    return {
+        "id": run.id,
+        "workflow": run.workflow,
+        "state": run.state.value,
+        "policy": run.policy.value,
+        "params": run.params,
+        "cancelled": run.cancelled,
+        "created_at": _iso(run.created_at),
+        "finished_at": _iso(run.finished_at),
+        "steps": [workflow_step_to_json(s) for s in run.steps],
+    }
+
+
+def workflow_step_from_json(d: dict[str, Any]) -> WorkflowStep:
+    return WorkflowStep(
+        name=d["name"],
+        job_id=d["job_id"],
+        depends_on=tuple(d["depends_on"]),
+        allow_failure=bool(d["allow_failure"]),
+        state=None if d.get("state") is None else JobState(d["state"]),
+        held=bool(d["held"]),
+        attempt=int(d.get("attempt") or 0),
+        result=d.get("result"),
+        started_at=_time(d.get("started_at")),
+        finished_at=_time(d.get("finished_at")),
+    )
+
+
+def workflow_run_from_json(d: dict[str, Any]) -> WorkflowRun:
+    """The run (its ``state`` and ``finished_at`` are derived again from the steps)."""
+    return WorkflowRun(
+        id=d["id"],
+        workflow=d["workflow"],
+        policy=FailurePolicy(d["policy"]),
+        params=dict(d.get("params") or {}),
+        cancelled=bool(d["cancelled"]),
+        created_at=datetime.fromisoformat(d["created_at"]),
+        steps=tuple(workflow_step_from_json(s) for s in d["steps"]),
     )

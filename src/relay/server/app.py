@@ -26,15 +26,16 @@ from relay.server.routes import ROUTERS
 from relay.server.settings import ServerSettings
 from relay.server.state import ServerState
 from relay.server.tokens import TokenVerifier
+from relay.server.workflows import load_definitions
 
-DESCRIPTION = """Relay's HTTP API: enqueue and steer jobs, watch queues and workers, and run `external` jobs
-from any language with the relay-rs runner protocol. Errors are always
+DESCRIPTION = """Relay's HTTP API: enqueue and steer jobs and workflow runs, watch queues and workers, and run
+`external` jobs from any language with the relay-rs runner protocol. Errors are always
 `{"error": {"code", "message", "field"}}`. See docs/api.md."""
 
 
 def create_app(relay: Relay, settings: ServerSettings | None = None) -> FastAPI:
     """The ASGI app serving ``relay``. Raises ConfigurationError for settings it must not start with
-    (auth needed but no key, a bad key, ...), before anything listens."""
+    (auth needed but no key, a bad key, an invalid workflow definition, ...), before anything listens."""
     settings = (settings or ServerSettings.from_env()).check()
     verifier = TokenVerifier.from_settings(settings) if settings.auth_required else None
     metrics = ServerMetrics(relay.clock.now())
@@ -43,7 +44,8 @@ def create_app(relay: Relay, settings: ServerSettings | None = None) -> FastAPI:
         feed = ChangeFeed(relay.storage, settings.events_interval, observer=metrics.observe)
         metrics.watch_feed(lambda: feed.polls if feed is not None else 0)
     limits = Limits(settings.max_body_bytes, settings.max_json_depth, settings.max_batch)
-    state = ServerState(relay, settings, limits, metrics, feed)
+    workflows = load_definitions(relay)  # a bad definition fails here, before anything listens
+    state = ServerState(relay, settings, limits, metrics, feed, workflows)
 
     app = FastAPI(
         title="Relay",

@@ -5,10 +5,13 @@ This is the one place that maps Relay's exceptions to HTTP statuses:
 =============================  ======  ===========================================================
 exception                      status  code
 =============================  ======  ===========================================================
-InvalidFieldError              422     its code: ``invalid_job``, ``invalid_limit``, ``invalid_schedule``
+InvalidFieldError              422     its code: ``invalid_job``, ``invalid_limit``, ``invalid_schedule``,
+                                       ``invalid_workflow``
                                        (``field`` is the dotted path to the problem)
 JobNotFoundError               404     ``not_found``
 ScheduleNotFoundError          404     ``not_found`` (``detail.schedule`` names it)
+WorkflowNotFoundError          404     ``not_found`` (``detail.workflow`` names it)
+WorkflowRunNotFoundError       404     ``not_found`` (``detail.run_id`` names it)
 InvalidTransitionError         409     ``invalid_state``
 DuplicateJobError              409     ``duplicate_id``
 StorageUnavailableError        503     ``storage_unavailable`` (429 on the runner protocol: relay-rs
@@ -38,6 +41,8 @@ from relay.errors import (
     RelayError,
     ScheduleNotFoundError,
     StorageUnavailableError,
+    WorkflowNotFoundError,
+    WorkflowRunNotFoundError,
 )
 from relay.types import JSON
 
@@ -47,6 +52,8 @@ _STATUS: dict[type[RelayError], int] = {
     InvalidFieldError: 422,  # InvalidJobError, InvalidLimitError, InvalidScheduleError
     JobNotFoundError: 404,
     ScheduleNotFoundError: 404,
+    WorkflowNotFoundError: 404,
+    WorkflowRunNotFoundError: 404,
     InvalidTransitionError: 409,
     DuplicateJobError: 409,
     StorageUnavailableError: 503,
@@ -109,6 +116,10 @@ def _detail(exc: RelayError) -> dict[str, JSON] | None:
         return {"job_id": exc.job_id}
     if isinstance(exc, ScheduleNotFoundError):
         return {"schedule": exc.name}
+    if isinstance(exc, WorkflowNotFoundError):
+        return {"workflow": exc.name}
+    if isinstance(exc, WorkflowRunNotFoundError):
+        return {"run_id": exc.run_id}
     return None
 
 

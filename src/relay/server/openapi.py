@@ -3,8 +3,9 @@
 Job documents are read from the raw body and validated by :func:`relay.jobs.parse_job_document` (so
 that errors name the field, in Relay's error shape), not by FastAPI; the operations declare their
 request bodies here instead, with the schema of :class:`relay.jobs.models.JobDocument`. The runner
-protocol's bodies, the limits document (:class:`relay.jobs.limits.LimitsDocument`) and the schedule
-document (:class:`ScheduleDocument`) are declared the same way, and the bearer scheme when auth is on.
+protocol's bodies, the limits document (:class:`relay.jobs.limits.LimitsDocument`), the schedule
+document (:class:`ScheduleDocument`) and a workflow trigger's parameters (:class:`WorkflowTrigger`) are
+declared the same way, and the bearer scheme when auth is on.
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ LIMITS_DOCUMENT_BODY = _body(
     {"$ref": _REF.format(model="LimitsDocument")}, "a queue's limits (docs/flow-control.md); {} clears them"
 )
 SCHEDULE_DOCUMENT_BODY = _body({"$ref": _REF.format(model="ScheduleDocument")}, "a schedule document")
+WORKFLOW_TRIGGER_BODY = _body(
+    {"$ref": _REF.format(model="WorkflowTrigger")}, "the run's parameters (or no body)", required=False
+)
 
 
 def _job_or_command(schema: dict[str, Any]) -> None:
@@ -71,6 +75,17 @@ class ScheduleDocument(BaseModel):
     catch_up: CatchUp = Field(CatchUp.ONCE, description="for ticks missed while no scheduler ran")
     job: JobDocument | None = Field(None, description="the job each tick enqueues")
     command: str | list[str] | None = Field(None, description="short for a shell job running this command")
+
+
+class WorkflowTrigger(BaseModel):
+    """What ``POST /api/v1/workflows/{name}/runs`` takes. Checked by
+    :func:`relay.workflows.definitions.resolve_params`; this model only documents it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    params: dict[str, str] = Field(
+        default_factory=dict, description="by name; a parameter left out takes its default"
+    )
 
 
 def _add_model(schemas: dict[str, Any], model: type[BaseModel]) -> None:
@@ -117,7 +132,7 @@ def install_openapi(app: FastAPI, auth: bool) -> None:
                 title=app.title, version=app.version, description=app.description, routes=app.routes
             )
             schemas = document.setdefault("components", {}).setdefault("schemas", {})
-            for model in (JobDocument, RunnerJob, LimitsDocument, ScheduleDocument):
+            for model in (JobDocument, RunnerJob, LimitsDocument, ScheduleDocument, WorkflowTrigger):
                 _add_model(schemas, model)
             _any_case(schemas["JobDocument"]["properties"])
             _rates_as_text(schemas["LimitsDocument"]["properties"])

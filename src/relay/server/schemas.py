@@ -11,7 +11,16 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from relay.types import BackoffKind, CatchUp, JobKind, JobState, OrderingDead, UniqueWhile
+from relay.types import (
+    BackoffKind,
+    CatchUp,
+    FailurePolicy,
+    JobKind,
+    JobState,
+    OrderingDead,
+    RunState,
+    UniqueWhile,
+)
 
 
 class ErrorDetail(BaseModel):
@@ -66,6 +75,8 @@ class ChainedJob(BaseModel):
     ordering_key: str | None = None
     unique_for: float | None = Field(None, description="seconds the idempotency key holds")
     unique_while: UniqueWhile = UniqueWhile.STORED
+    workflow_run_id: str | None = Field(None, description="set by storage for a workflow run's step")
+    workflow_step: str | None = None
 
 
 class JobOut(BaseModel):
@@ -104,6 +115,8 @@ class JobOut(BaseModel):
     held: bool = Field(description="waiting behind an earlier job of its ordering key")
     unique_until: datetime | None = Field(description="when the idempotency key stops holding")
     unique_while: UniqueWhile
+    workflow_run_id: str | None = Field(description="the workflow run this job is a step of")
+    workflow_step: str | None = Field(description="its step's name in that run")
 
 
 _DUPLICATE = "true when the idempotency key returned an existing job (then created is false)"
@@ -195,6 +208,64 @@ class SchedulesOut(BaseModel):
     schedules: list[ScheduleOut]
 
 
+class WorkflowParamOut(BaseModel):
+    name: str
+    default: str | None
+    required: bool = Field(description="true when it has no default: a trigger must give it")
+
+
+class WorkflowStepDefinitionOut(BaseModel):
+    name: str
+    depends_on: list[str]
+    runs: str | None = Field(description="the task's name, or the command line")
+    queue: str
+
+
+class WorkflowOut(BaseModel):
+    """A workflow definition, as the server loaded it at its start."""
+
+    name: str
+    description: str | None
+    on_failure: FailurePolicy
+    params: list[WorkflowParamOut]
+    steps: list[WorkflowStepDefinitionOut]
+    source: str = Field(description="the file it was loaded from")
+
+
+class WorkflowsOut(BaseModel):
+    workflows: list[WorkflowOut]
+
+
+class WorkflowStepOut(BaseModel):
+    name: str
+    job_id: str
+    depends_on: list[str]
+    allow_failure: bool
+    state: JobState | None = Field(description="its job's state; null when the job was pruned")
+    held: bool = Field(description="waiting for the steps it depends on")
+    attempt: int
+    result: Any
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class WorkflowRunOut(BaseModel):
+    id: str
+    workflow: str
+    state: RunState = Field(description="derived from the steps' states")
+    policy: FailurePolicy
+    params: dict[str, Any]
+    cancelled: bool
+    created_at: datetime
+    finished_at: datetime | None
+    steps: list[WorkflowStepOut]
+
+
+class WorkflowRunsOut(BaseModel):
+    runs: list[WorkflowRunOut]
+    next_cursor: str | None = Field(description="pass as cursor for the next page; null on the last")
+
+
 class WorkerOut(BaseModel):
     id: str
     host: str
@@ -249,7 +320,7 @@ _ERROR_TEXT = {
     400: "the body is not JSON",
     401: "no valid bearer token",
     403: "the token lacks the scope",
-    404: "no such job, queue or schedule",
+    404: "no such job, queue, schedule, workflow or workflow run",
     409: "conflict with the job's state, its id or its idempotency key",
     415: "the body is not sent as application/json",
     413: "the body (or the batch) is too large",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated
 
@@ -16,6 +16,7 @@ from relay.server.metrics import ServerMetrics
 from relay.server.scopes import Grants
 from relay.server.settings import ServerSettings
 from relay.storage.base import Storage
+from relay.workflows.definitions import WorkflowDefinition
 
 
 @dataclass
@@ -25,6 +26,8 @@ class ServerState:
     limits: Limits
     metrics: ServerMetrics
     feed: ChangeFeed | None
+    # Loaded once at start (relay.server.workflows.load_definitions): a changed file needs a restart.
+    workflows: dict[str, WorkflowDefinition] = field(default_factory=dict)
 
     @property
     def storage(self) -> Storage:

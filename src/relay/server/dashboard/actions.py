@@ -21,6 +21,7 @@ from relay.errors import InvalidTransitionError, ScheduleNotFoundError
 from relay.runtime.schedules import set_paused
 from relay.server.access import job_for
 from relay.server.auth import require, require_all
+from relay.server.dashboard import workflows
 from relay.server.dashboard.context import DashboardContext, context_of, grants_of
 from relay.server.dashboard.flow import check_limits, submitted
 from relay.server.dashboard.forms import local_path, read_form
@@ -165,6 +166,9 @@ ACTIONS: dict[str, Handler] = {
     "limits": limits,
     "schedule-pause": _schedule_pausing(True),
     "schedule-resume": _schedule_pausing(False),
+    "workflow-trigger": workflows.trigger_run,
+    "workflow-cancel": workflows.cancel_run,
+    "workflow-retry": workflows.retry_step,
 }
 
 

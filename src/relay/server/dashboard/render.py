@@ -34,6 +34,9 @@ NOTICES = {
     "limits-set": "The queue's limits are saved: workers obey them at their next claim.",
     "schedule-paused": "The schedule is paused: it enqueues nothing until it is resumed.",
     "schedule-resumed": "The schedule is resumed from its next tick (the ticks it missed are not run).",
+    "run-started": "The run is started.",
+    "run-cancelled": "The run is cancelled: its waiting steps now, its running ones at their next heartbeat.",
+    "step-retried": "The step is requeued; the steps its failure cancelled wait again.",
     "logged-out": "You are logged out.",
 }
 
@@ -119,6 +122,14 @@ def schedule_url(name: str) -> str:
     return "/ui/schedules#" + quote(schedule_anchor(name), safe="")
 
 
+def workflow_run_url(run_id: str) -> str:
+    return "/ui/workflow-runs/" + quote(run_id, safe="")
+
+
+def workflows_url(workflow: str | None = None) -> str:
+    return "/ui/workflows" + (f"?{urlencode({'workflow': workflow})}" if workflow else "")
+
+
 def schedule_anchor(name: str) -> str:
     return f"schedule-{name}"
 
@@ -165,6 +176,8 @@ def _environment() -> Environment:
         queue_url=queue_url,
         schedule_url=schedule_url,
         schedule_anchor=schedule_anchor,
+        workflow_run_url=workflow_run_url,
+        workflows_url=workflows_url,
         url=url,
         states=[s.value for s in JobState],
         version=__version__,

@@ -9,10 +9,13 @@ scripts under ``/ui/api/``).
 ``GET /ui/dlq``                    the dead-letter queue
 ``GET /ui/schedules``              the schedules, their next and last runs
 ``GET /ui/workers``                the registered workers
+``GET /ui/workflows``              the workflow definitions and the latest runs
+``GET /ui/workflow-runs/{id}``     a run: its steps as a graph, live
 ``GET|POST /ui/login``,            the token form (auth on)
 ``POST /ui/logout``
 ``POST /ui/actions/{name}``        retry, cancel, requeue, requeue-all, purge, pause, resume,
-                                   limits, schedule-pause, schedule-resume
+                                   limits, schedule-pause, schedule-resume, workflow-trigger,
+                                   workflow-cancel, workflow-retry
 ``GET /ui/api/...``                data for the scripts (:mod:`relay.server.dashboard.data`)
 ``GET /ui/static/...``             CSS, JS and icons shipped in the package
 =================================  ==========================================================
@@ -31,7 +34,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from relay.errors import RelayError
-from relay.server.dashboard import actions, data, login, pages
+from relay.server.dashboard import actions, data, login, pages, workflows
 from relay.server.dashboard.context import DashboardContext, LoginRequired
 from relay.server.dashboard.render import page
 from relay.server.errors import ApiError, error_response, from_relay_error
@@ -55,6 +58,8 @@ def _routes() -> list[BaseRoute]:
         Route("/ui/dlq", pages.dlq),
         Route("/ui/schedules", pages.schedules),
         Route("/ui/workers", pages.workers),
+        Route("/ui/workflows", workflows.workflows_page),
+        Route("/ui/workflow-runs/{run_id:path}", workflows.run_page),
         Route("/ui/login", login.login_form, methods=["GET"]),
         Route("/ui/login", login.login, methods=["POST"]),
         Route("/ui/logout", login.logout, methods=["POST"]),
@@ -66,6 +71,7 @@ def _routes() -> list[BaseRoute]:
         Route("/ui/api/schedules", data.schedules),
         Route("/ui/api/throughput", data.throughput),
         Route("/ui/api/workers", data.workers),
+        Route("/ui/api/workflow-run", workflows.run_data),
         Mount("/ui/static", StaticFiles(directory=STATIC), name="static"),
     ]
 

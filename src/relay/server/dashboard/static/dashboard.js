@@ -9,6 +9,7 @@ import { start as startOverview } from "./overview.js";
 import { start as startQueue } from "./queue.js";
 import { start as startSchedules } from "./schedules.js";
 import { tickAges } from "./util.js";
+import { start as startWorkflows } from "./workflows.js";
 
 const PAGES = {
   overview: startOverview,
@@ -17,6 +18,7 @@ const PAGES = {
   dlq: startDlq,
   schedules: startSchedules,
   workers: startWorkers,
+  workflows: startWorkflows,
 };
 
 function main() {
