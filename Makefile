@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install run test lint fmt bench clean
+.PHONY: help install run test lint fmt bench proto clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -35,6 +35,9 @@ fmt: install  ## format the code
 
 bench: install  ## run the benchmarks (not part of the tests)
 	$(BIN)/python -m bench
+
+proto: install  ## regenerate the gRPC stubs from src/relay/grpc/v1/relay.proto (checked in)
+	$(BIN)/python -m relay.grpc.generate
 
 clean:  ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
