@@ -64,6 +64,8 @@ def run_one(name: str, url: str, args: argparse.Namespace, backend: str) -> scen
         return scenarios.rated(
             backend, url, args.limit_rate, args.limit_seconds, args.processes, args.concurrency
         )
+    if name == "grpc":
+        return scenarios.grpc(backend, url, args.jobs, args.processes, args.concurrency)
     if name == "keyed":
         return scenarios.keyed(backend, url, args.jobs, args.processes, args.concurrency)
     raise SystemExit(f"unknown scenario {name!r}")

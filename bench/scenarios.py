@@ -10,6 +10,8 @@
   the stored start times past the burst, against the limit; and the most starts in any one second.
 - keyed: bulk on a queue with a concurrency limit of 1 per key, every job its own concurrency_key:
   the cost of the limited claim when no job is held back.
+- grpc: bulk with workers on gRPC streams (``relay worker --connect``) to one ``relay server`` on the
+  storage, instead of workers on the storage itself.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class Workers:
     processes: int
     concurrency: int
     queues: str = "default"
+    connect: str | None = None  # grpc://host:port: workers on gRPC streams to a server, not on storage
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     profilers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
@@ -73,6 +76,8 @@ class Workers:
             "--concurrency",
             str(self.concurrency),
         ]
+        if self.connect is not None:
+            argv += ["--connect", self.connect]
         self.procs = [
             subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             for _ in range(self.processes)
@@ -241,6 +246,67 @@ def bulk(backend: str, url: str, n: int, processes: int, concurrency: int) -> Re
         "concurrency": concurrency,
     }
     return Result(backend, "bulk", figures)
+
+
+@dataclass
+class GrpcServer:
+    """``relay server`` on the storage, with its gRPC API on a free port (HTTP on another)."""
+
+    url: str
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    port: int = 0
+
+    def start(self, timeout: float = 60) -> str:
+        env = {**os.environ, "RELAY_DATABASE_URL": self.url, "RELAY_POLL_INTERVAL": "0.05"}
+        argv = [sys.executable, "-m", "relay", "server", "--port", "0", "--grpc-port", "0"]
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        if PROFILE.directory is not None:
+            PROFILE.attach(self.proc.pid, "server")
+        deadline = time.perf_counter() + timeout
+        marker = "gRPC API listening on "
+        while marker not in (text := self.log_path.read_text(errors="replace")):
+            if time.perf_counter() > deadline or self.proc.poll() is not None:
+                raise RuntimeError(f"relay server did not start:\n{text}")
+            time.sleep(POLL)
+        self.port = int(text.split(marker, 1)[1].split()[0].rsplit(":", 1)[1])
+        return f"grpc://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def grpc(backend: str, url: str, n: int, processes: int, concurrency: int) -> Result:
+    """bulk, with the workers on gRPC streams to one server process (which does every storage call)."""
+    app = new_app(url)
+    relay = app.relay
+    calls = [app.noop.call() for _ in range(n)]
+    relay.open()
+    for i in range(0, n, 10_000):
+        results = relay.insert([c.job for c in calls[i : i + 10_000]])
+    server = GrpcServer(url, Path(os.environ.get("TMPDIR", "/tmp")) / f"relay-bench-server-{os.getpid()}.log")
+    connect = server.start()
+    workers = Workers(url, processes, concurrency, connect=connect)
+    try:
+        workers.start()
+        wall_s = wait_for_completed(relay, n, timeout=600, last_id=results[-1].job.id)
+    finally:
+        workers.stop()
+        server.stop()
+    figures = {
+        "jobs": n,
+        **verify_exactly_once(relay, n),
+        "wall_jobs_per_s": round(n / wall_s),  # from starting the worker processes
+        "processes": processes,
+        "concurrency": concurrency,
+    }
+    return Result(backend, "grpc", figures)
 
 
 def percentile(values: Sequence[float], q: float) -> float:

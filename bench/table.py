@@ -12,6 +12,7 @@ COLUMNS = {
     "shell": ["relay_jobs_per_s", "plain_loop_spawns_per_s", "ratio", "wall_ratio"],
     "rated": ["limit_jobs_per_s", "held_jobs_per_s", "deviation_pct", "most_starts_in_1s"],
     "keyed": ["enqueue_jobs_per_s", "processed_jobs_per_s"],
+    "grpc": ["processed_jobs_per_s", "wall_jobs_per_s"],
 }
 
 

@@ -15,11 +15,12 @@ relay.schedule("*/5 * * * *", send_welcome, 7, timezone="Europe/Berlin")   # sav
 from __future__ import annotations
 
 import asyncio
+import os
 import shlex
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from relay.clock import Clock, SystemClock, clock_from_env
 from relay.errors import ConfigurationError, WorkflowNotFoundError
@@ -41,6 +42,9 @@ from relay.storage.urls import DEFAULT_URL, parse_storage_url
 from relay.types import JSON, Job, NewJob, WorkflowRun
 from relay.workflows.canvas import Canvas
 from relay.workflows.definitions import WorkflowDefinition, load_directory
+
+if TYPE_CHECKING:
+    from relay.grpc.worker_link import GrpcWorkerLink
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -84,6 +88,37 @@ def worker_config(settings: Settings, **overrides: Any) -> WorkerConfig:
         log_cap=settings.log_cap,
     )
     return replace(config, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def link_worker(
+    relay: Relay, connect: str, *, token: str | None = None, root_cert: bytes | None = None, **overrides: Any
+) -> tuple[Worker, GrpcWorkerLink]:
+    """A worker for ``relay``'s tasks whose claims, heartbeats and outcomes go over a gRPC stream to the
+    server at ``connect`` (``grpc://host:port``, ``grpcs://`` for TLS), not to storage: the worker
+    machine needs no storage credentials. The server runs maintenance and schedules, so this worker
+    runs neither. Returns the worker and its link (open it first to fail early; close it after)."""
+    from relay.grpc.worker_link import GrpcWorkerLink, LinkConfig, parse_connect_url
+
+    try:
+        target, secure = parse_connect_url(connect)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+    config = worker_config(relay.settings, **overrides, maintenance=False, schedules=())
+    link = GrpcWorkerLink(
+        LinkConfig(
+            target,
+            config.worker_id,
+            config.queues,
+            config.kinds,
+            config.concurrency,
+            os.uname().nodename,
+            os.getpid(),
+            secure=secure,
+            token=token,
+            root_cert=root_cert,
+        )
+    )
+    return Worker(link, relay.registry, config, relay.clock), link
 
 
 class Relay:

@@ -132,6 +132,7 @@ def database_url(tmp_path: Path) -> str:
 def relay_cli(tmp_path: Path, database_url: str) -> Iterator[RelayCLI]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
     env["RELAY_DATABASE_URL"] = database_url
+    env["RELAY_GRPC_ADDR"] = "127.0.0.1:0"  # servers' gRPC on a free port: never two tests on 50051
     cli = RelayCLI(cwd=tmp_path, env=env)
     yield cli
     for process in cli.started:

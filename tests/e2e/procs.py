@@ -292,6 +292,7 @@ class Cluster:
         self.env: dict[str, str] = {
             **base,
             "RELAY_DATABASE_URL": self.url,
+            "RELAY_GRPC_ADDR": "127.0.0.1:0",  # a server's gRPC on a free port, never a shared 50051
             "RELAY_POLL_INTERVAL": str(POLL),
             "RELAY_REAPER_INTERVAL": str(REAPER_INTERVAL),
             "RELAY_SCHEDULER_INTERVAL": str(REAPER_INTERVAL),

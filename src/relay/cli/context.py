@@ -57,6 +57,14 @@ class CliState:
     def _remote_storage(self) -> Storage | None:
         if not self.server_url:
             return None
+        from relay.client.grpc_calls import is_grpc_url
+
+        if is_grpc_url(self.server_url):  # grpc:// or grpcs://: the job API over gRPC
+            from relay.cli.remote import GrpcRemoteStorage
+            from relay.client import AsyncGrpcRelayClient
+
+            grpc_client = AsyncGrpcRelayClient(self.server_url, token=os.environ.get("RELAY_TOKEN"))
+            return cast(Storage, GrpcRemoteStorage(grpc_client))
         from relay.cli.remote import RemoteStorage
         from relay.client import AsyncRelayClient
 

@@ -108,3 +108,37 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
             raise click.BadParameter(f"expected NAME=VALUE, got {pair!r}", param_hint="--param")
         values[name] = value
     return values
+
+
+def grpc_options(f: F) -> F:
+    """The gRPC API's options (``relay server`` and ``relay up``). They reach the command as
+    ``grpc_port``, ``grpc_tls_cert``, ``grpc_tls_key`` and ``no_grpc``; :func:`grpc_overrides` turns
+    them into ServerSettings overrides."""
+    f = click.option("--no-grpc", is_flag=True, help="Serve no gRPC API (also: RELAY_GRPC=off).")(f)
+    f = click.option(
+        "--grpc-tls-key",
+        type=click.Path(exists=True, dir_okay=False),
+        help="The PEM private key of the gRPC TLS certificate (default: RELAY_GRPC_TLS_KEY).",
+    )(f)
+    f = click.option(
+        "--grpc-tls-cert",
+        type=click.Path(exists=True, dir_okay=False),
+        help="A PEM certificate: gRPC over TLS (default: RELAY_GRPC_TLS_CERT).",
+    )(f)
+    return click.option(
+        "--grpc-port",
+        type=click.IntRange(0, 65535),
+        help="gRPC port, 0 for a free one (default: the port of RELAY_GRPC_ADDR, or 50051).",
+    )(f)
+
+
+def grpc_overrides(
+    grpc_port: int | None, grpc_tls_cert: str | None, grpc_tls_key: str | None, no_grpc: bool
+) -> dict[str, Any]:
+    """ServerSettings overrides for :func:`grpc_options` (None: "not given", the environment decides)."""
+    return {
+        "grpc": False if no_grpc else None,
+        "grpc_port": grpc_port,
+        "grpc_tls_cert": grpc_tls_cert,
+        "grpc_tls_key": grpc_tls_key,
+    }

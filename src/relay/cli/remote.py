@@ -5,14 +5,19 @@ It lives in the CLI, not in ``relay.client``, because it imports ``relay.jobs`` 
 (which the HTTP client itself must not): ``CliState`` builds its Relay on a ``RemoteStorage`` instead of
 a backend, and every command that reads or steers jobs works unchanged. Worker operations (claim,
 heartbeat, finish) are not part of the API: ``relay worker`` always talks to storage directly.
+
+Over gRPC (``--server grpc://host:50051``), :class:`GrpcRemoteStorage` has the job operations only
+(submit, list, status, logs, cancel, retry): the gRPC API has no queues, schedules or workers, and a
+command that needs them says to use the server's HTTP URL.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
+from typing import Any, Generic, NoReturn, Protocol, TypeVar
 
-from relay.client import AsyncRelayClient
+from relay.client import AsyncGrpcRelayClient, AsyncRelayClient, Enqueued, Page
 from relay.client.wire import limits_to_json
 from relay.errors import ConfigurationError, JobNotFoundError, ScheduleNotFoundError
 from relay.jobs.document import document_from_job
@@ -30,14 +35,39 @@ from relay.types import Job, JobState, LogLine, NewJob, QueueInfo, QueueLimits, 
 _DLQ = (JobState.DEAD,)
 
 
-class RemoteStorage:
-    """``job_get``, ``job_list``, ``job_logs``, ``job_cancel``, ``job_requeue``, ``job_purge``,
-    ``job_insert_many``, ``queue_list``, ``queue_pause``, ``queue_resume``, ``queue_limits_set``,
-    ``schedule_list``, ``schedule_get``, ``schedule_upsert``, ``schedule_remove``,
-    ``schedule_set_paused`` and ``worker_list`` of :class:`relay.storage.base.Storage`, with the same
-    meaning, through a server."""
+class JobClient(Protocol):
+    """What the HTTP and the gRPC client both have: the job operations."""
 
-    def __init__(self, client: AsyncRelayClient) -> None:
+    async def ready(self) -> bool: ...
+    async def aclose(self) -> None: ...
+    async def get(self, job_id: str) -> Job: ...
+    async def list_jobs(
+        self,
+        *,
+        states: Sequence[str] = (),
+        queues: Sequence[str] = (),
+        kinds: Sequence[str] = (),
+        text: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page: ...
+    async def logs(
+        self, job_id: str, *, attempt: int | None = None, after_seq: int = 0, limit: int = 10_000
+    ) -> list[LogLine]: ...
+    async def cancel(self, job_id: str) -> Job: ...
+    async def retry(self, job_id: str) -> Job: ...
+    async def enqueue_many(self, documents: Iterable[Mapping[str, Any]]) -> list[Enqueued]: ...
+
+
+C = TypeVar("C", bound=JobClient)
+
+
+class RemoteJobs(Generic[C]):
+    """``job_get``, ``job_list``, ``job_logs``, ``job_cancel``, ``job_requeue`` (of one job) and
+    ``job_insert_many`` of :class:`relay.storage.base.Storage`, with the same meaning, through a
+    server's client of either transport."""
+
+    def __init__(self, client: C) -> None:
         self.client = client
 
     async def open(self) -> None:
@@ -70,6 +100,51 @@ class RemoteStorage:
         return await self.client.cancel(job_id)
 
     async def job_requeue(self, p: RequeueParams) -> list[Job]:
+        if p.job_id is None:
+            raise ConfigurationError("through a gRPC server, jobs are requeued one by one")
+        return [await self.client.retry(p.job_id)]
+
+    async def job_insert_many(self, jobs: Sequence[NewJob]) -> list[InsertResult]:
+        enqueued = await self.client.enqueue_many([document_from_job(job) for job in jobs])
+        return [InsertResult(e.job, e.created) for e in enqueued]
+
+
+class GrpcRemoteStorage(RemoteJobs[AsyncGrpcRelayClient]):
+    """The job operations over gRPC; the operators' other ones refuse with one line."""
+
+    def __getattr__(self, name: str) -> NoReturn:
+        if name in _HTTP_ONLY:
+            raise ConfigurationError(
+                "this command needs the HTTP API, which has queues, schedules, workers and the DLQ: "
+                "give the server's http:// URL to --server"
+            )
+        raise AttributeError(name)
+
+
+_HTTP_ONLY = frozenset(
+    {
+        "job_purge",
+        "queue_list",
+        "queue_pause",
+        "queue_resume",
+        "queue_limits_set",
+        "schedule_list",
+        "schedule_get",
+        "schedule_upsert",
+        "schedule_remove",
+        "schedule_set_paused",
+        "worker_list",
+    }
+)
+
+
+class RemoteStorage(RemoteJobs[AsyncRelayClient]):
+    """:class:`RemoteJobs`, and ``job_requeue`` of the DLQ, ``job_purge``, ``queue_list``,
+    ``queue_pause``, ``queue_resume``, ``queue_limits_set``, ``schedule_list``, ``schedule_get``,
+    ``schedule_upsert``, ``schedule_remove``, ``schedule_set_paused`` and ``worker_list``, through
+    the HTTP API."""
+
+    async def job_requeue(self, p: RequeueParams) -> list[Job]:
         if p.job_id is not None:
             return [await self.client.retry(p.job_id)]
         if tuple(p.states) != _DLQ:
@@ -80,10 +155,6 @@ class RemoteStorage:
         if tuple(p.states) != _DLQ:
             raise ConfigurationError("through a server, only dead jobs are purged")
         return await self.client.dlq_purge(p.queue)
-
-    async def job_insert_many(self, jobs: Sequence[NewJob]) -> list[InsertResult]:
-        enqueued = await self.client.enqueue_many([document_from_job(job) for job in jobs])
-        return [InsertResult(e.job, e.created) for e in enqueued]
 
     async def queue_list(self) -> list[QueueInfo]:
         return await self.client.queues()

@@ -3,33 +3,46 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
 from relay.app import Relay
 from relay.cli.context import CliState, pass_state
+from relay.cli.options import grpc_options, grpc_overrides
 from relay.cli.worker import check_storage, listen_options, workflows_option
 from relay.errors import ConfigurationError
 from relay.runtime.events import configure_logging
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 
 @click.command("server")
 @listen_options
+@grpc_options
 @workflows_option
 @click.option("--access-log", is_flag=True, help="Log every request.")
 @pass_state
 def server(
-    state: CliState, host: str | None, port: int | None, workflows_dir: str | None, access_log: bool
+    state: CliState,
+    /,
+    host: str | None,
+    port: int | None,
+    workflows_dir: str | None,
+    access_log: bool,
+    **grpc: Any,
 ) -> None:
-    """Serve the HTTP API, the runner protocol, events and /metrics (docs/api.md)."""
+    """Serve the HTTP API, the runner protocol, events and /metrics (docs/api.md), and the gRPC API
+    (docs/grpc.md)."""
     from relay.server import serve
 
     state.require_local("server")
     relay = Relay(settings=state.settings(workflows_dir=workflows_dir))
     check_storage(relay)
     configure_logging(relay.settings.log_format, relay.settings.log_level)
-    serve(relay, host=host, port=port, access_log=access_log)
+    serve(relay, host=host, port=port, access_log=access_log, **grpc_overrides(**grpc))
 
 
 @click.group()

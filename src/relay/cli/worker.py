@@ -15,15 +15,18 @@ import shlex
 import sys
 import traceback
 from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from relay.app import Relay
+from relay.app import Relay, link_worker
 from relay.cli.config_file import schedules_for
 from relay.cli.context import CliState, display_url, pass_state, storage_open_error
-from relay.cli.options import log_format_option, split_queues
+from relay.cli.options import grpc_options, grpc_overrides, log_format_option, split_queues
 from relay.errors import ConfigurationError
+from relay.grpc.worker_link import LinkRefused
 from relay.runtime.events import configure_logging
 from relay.runtime.supervisor import Supervisor
 from relay.settings import Settings
@@ -79,6 +82,18 @@ def worker_options(f: F) -> F:
     "--processes", type=click.IntRange(min=1), default=1, show_default=True, help="Worker processes."
 )
 @click.option("--burst", is_flag=True, help="Exit once no job is due, instead of waiting for more.")
+@click.option(
+    "--connect",
+    metavar="grpc://HOST:PORT",
+    help="Work for a Relay server over a gRPC stream (grpcs:// for TLS) instead of a storage connection.",
+)
+@click.option("--token", envvar="RELAY_TOKEN", help="The bearer token for --connect (default: RELAY_TOKEN).")
+@click.option(
+    "--root-cert",
+    metavar="FILE",
+    type=click.Path(exists=True, dir_okay=False),
+    help="With grpcs://: the PEM CA certificate that signed the server's (default: the system's).",
+)
 @pass_state
 def worker(
     state: CliState,
@@ -89,6 +104,9 @@ def worker(
     config: str | None,
     processes: int,
     burst: bool,
+    connect: str | None,
+    token: str | None,
+    root_cert: str | None,
 ) -> None:
     """Run jobs from the queues.
 
@@ -98,6 +116,16 @@ def worker(
     state.require_local("worker")
     settings = state.settings(queues=split_queues(queues), concurrency=concurrency)
     relay = load_app(app, state) if app else Relay(settings=settings)
+    if connect is not None:
+        if processes > 1 or schedule_flags or config or burst:
+            # One process per stream; schedules are the server's; and burst cannot tell "nothing is
+            # due" from "the server has not answered the credit yet".
+            raise click.UsageError("--connect runs one process, without --burst, --schedule or --config")
+        overrides = {"queues": split_queues(queues), "concurrency": concurrency}
+        cert = Path(root_cert).read_bytes() if root_cert else None
+        configure_logging(settings.log_format, settings.log_level)
+        asyncio.run(_serve_link(relay, connect, token, cert, overrides))
+        return
     defined = schedules_for(config, schedule_flags, tuple(relay.schedules.values()))  # errors before start
     if processes > 1:
         check_storage(relay)
@@ -112,10 +140,12 @@ def worker(
 @click.command()
 @worker_options
 @listen_options
+@grpc_options
 @workflows_option
 @pass_state
 def up(
     state: CliState,
+    /,
     app: str | None,
     queues: str | None,
     concurrency: int | None,
@@ -124,6 +154,7 @@ def up(
     host: str | None,
     port: int | None,
     workflows_dir: str | None,
+    **grpc: Any,
 ) -> None:
     """Run a worker, maintenance and the HTTP API with its dashboard in one process.
 
@@ -136,10 +167,14 @@ def up(
         queues=split_queues(queues), concurrency=concurrency, workflows_dir=workflows_dir
     )
     relay = load_app(app, state) if app else Relay(settings=settings)
+    if app and workflows_dir:  # the app's own settings, but the directory asked for here
+        relay.settings = replace(relay.settings, workflows_dir=workflows_dir)
     defined = schedules_for(config, schedule_flags, tuple(relay.schedules.values()))
     load_definitions(relay)  # a bad workflow file: one error line, before the banner and the worker
     # The worker runs maintenance already; the server need not take part in the election too.
-    server_settings = ServerSettings.from_env(host=host, port=port, maintenance=False).check()
+    server_settings = ServerSettings.from_env(
+        host=host, port=port, maintenance=False, **grpc_overrides(**grpc)
+    ).check()
     check_storage(relay)
     click.echo(
         banner(
@@ -287,6 +322,30 @@ def serve(relay: Relay, settings: Settings, **overrides: Any) -> None:
     """Run one worker in this process until it stops; SIGTERM/SIGINT stop it in two phases."""
     configure_logging(settings.log_format, settings.log_level)
     asyncio.run(_serve(relay, overrides))
+
+
+async def _serve_link(
+    relay: Relay, connect: str, token: str | None, root_cert: bytes | None, overrides: dict[str, Any]
+) -> None:
+    """Run one worker on a gRPC link (``--connect``); a refusal by the server (a bad token, a missing
+    scope) stops it and ends the command with that reason."""
+    worker, link = link_worker(relay, connect, token=token, root_cert=root_cert, **overrides)
+    loop = asyncio.get_running_loop()
+
+    def refused(reason: str) -> None:  # from the link's thread: nothing it runs can be recorded now
+        for _ in range(2):
+            loop.call_soon_threadsafe(worker.request_stop)
+
+    link.on_fatal = refused
+    try:
+        await link.open()
+        worker.install_signal_handlers()
+        gc.freeze()  # as in _serve
+        await worker.run()
+    finally:
+        await link.close()
+    if link.fatal is not None:
+        raise LinkRefused(link.fatal)
 
 
 async def _serve(relay: Relay, overrides: dict[str, Any]) -> None:

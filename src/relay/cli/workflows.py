@@ -27,7 +27,7 @@ from relay.cli.options import json_option, parse_params
 from relay.cli.output import emit_json, format_age, note, show
 from relay.cli.views import state_text
 from relay.client.wire import workflow_definition_to_json, workflow_run_to_json
-from relay.errors import WorkflowNotFoundError
+from relay.errors import ConfigurationError, WorkflowNotFoundError
 from relay.runtime.workflows import trigger as trigger_run
 from relay.storage.params import WorkflowListParams
 from relay.types import JSON, RunState, WorkflowRun
@@ -211,6 +211,12 @@ def _remote(state: CliState, call: Callable[[AsyncRelayClient], Coroutine[Any, A
     import os
 
     from relay.client import AsyncRelayClient
+    from relay.client.grpc_calls import is_grpc_url
+
+    if is_grpc_url(state.server_url):  # the gRPC API reads a run (GetWorkflowRun), nothing more
+        raise ConfigurationError(
+            "relay workflow needs the HTTP API: give the server's http:// URL to --server"
+        )
 
     async def go() -> T:
         async with AsyncRelayClient(state.server_url, token=os.environ.get("RELAY_TOKEN")) as client:

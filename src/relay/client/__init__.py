@@ -10,6 +10,9 @@ library raises (``JobNotFoundError``, ``InvalidJobError``, ...), or as :class:`A
 ...     relay.get(job.id).state
 <JobState.PENDING: 'pending'>
 
+:class:`GrpcRelayClient` and :class:`AsyncGrpcRelayClient` are the same client over gRPC
+(``grpc://host:50051``, docs/grpc.md), with :meth:`~GrpcRelayClient.watch` besides.
+
 Without arguments the client reads ``RELAY_SERVER_URL`` (default ``http://127.0.0.1:4000``) and
 ``RELAY_TOKEN``.
 """
@@ -25,13 +28,16 @@ from relay.client.errors import (
     PermissionDeniedError,
     ServerUnavailableError,
 )
+from relay.client.grpc import AsyncGrpcRelayClient, GrpcRelayClient
 from relay.client.sync import RelayClient
 
 __all__ = [
     "ApiError",
+    "AsyncGrpcRelayClient",
     "AsyncRelayClient",
     "AuthenticationError",
     "Enqueued",
+    "GrpcRelayClient",
     "IdempotencyConflictError",
     "Page",
     "PermissionDeniedError",

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from relay.errors import RelayError
 from relay.runtime.attempt import Attempt
 from relay.runtime.logs import LogWriter
-from relay.storage.base import JobWriter
+from relay.storage.base import WorkerStorage
 from relay.storage.params import FinishItem, FinishResult
 
 log = logging.getLogger("relay.worker")
@@ -30,7 +30,7 @@ class Completer:
     """Owned by the worker's event loop."""
 
     def __init__(
-        self, storage: JobWriter, logs: LogWriter, on_recorded: Recorded, *, batch: int = 1000
+        self, storage: WorkerStorage, logs: LogWriter, on_recorded: Recorded, *, batch: int = 1000
     ) -> None:
         self._storage = storage
         self._logs = logs

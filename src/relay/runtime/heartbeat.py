@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 from relay.runtime.attempt import Attempt
-from relay.storage.base import Storage
+from relay.storage.base import WorkerStorage
 from relay.storage.params import HeartbeatItem, HeartbeatResult
 from relay.types import WorkerInfo
 
@@ -70,7 +70,7 @@ class RunningSet:
 class Heartbeater:
     def __init__(
         self,
-        storage: Storage,
+        storage: WorkerStorage,
         running: RunningSet,
         deliver: Callable[[HeartbeatResult, dict[str, Attempt]], None],
         worker_info: Callable[[], WorkerInfo],

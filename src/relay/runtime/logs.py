@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from relay.storage.base import JobWriter
+from relay.storage.base import WorkerStorage
 from relay.storage.params import LogAppend
 
 log = logging.getLogger("relay.worker")
@@ -20,7 +20,7 @@ class LogWriter:
     Owned by the worker's event loop: ``append`` and ``flush`` are only called from it.
     """
 
-    def __init__(self, storage: JobWriter, *, batch: int = 500) -> None:
+    def __init__(self, storage: WorkerStorage, *, batch: int = 500) -> None:
         self._storage = storage
         self._batch = batch
         self._pending: list[LogAppend] = []

@@ -14,6 +14,9 @@ Who owns what (one event loop, plus two threads):
 - the maintenance runner (reaper, scheduler, pruner) runs here too, but acts only while elected leader;
   the cron scheduler runs on every node (storage makes each tick fire once).
 
+Its storage is a whole backend, or only the worker's part of the seam (``WorkerStorage``): a link to a
+server over a gRPC stream (``relay worker --connect``), whose server then runs maintenance and schedules.
+
 Shutdown has two phases: the first signal stops claiming and lets running jobs finish within the grace
 period; then (or at a second signal) what still runs is stopped and released back to pending.
 """
@@ -29,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from relay.clock import Clock, SystemClock
+from relay.errors import ConfigurationError
 from relay.runtime.attempt import Attempt, StopReason
 from relay.runtime.completer import Completer
 from relay.runtime.context import JobContext
@@ -41,7 +45,7 @@ from relay.runtime.registry import TaskRegistry
 from relay.runtime.schedules import ScheduleDefinition, save
 from relay.runtime.sync_threads import SyncThreadPool
 from relay.runtime.workflows import step_inputs
-from relay.storage.base import Storage
+from relay.storage.base import Storage, WorkerStorage
 from relay.storage.params import BUILTIN_KINDS, ClaimParams, FinishItem, FinishResult, HeartbeatResult
 from relay.types import Job, JobKind, JobState, WorkerInfo, worker_identity
 
@@ -78,7 +82,7 @@ class WorkerConfig:
 
 class Worker:
     def __init__(
-        self, storage: Storage, registry: TaskRegistry, config: WorkerConfig, clock: Clock | None = None
+        self, storage: WorkerStorage, registry: TaskRegistry, config: WorkerConfig, clock: Clock | None = None
     ) -> None:
         self.storage = storage
         self.config = config
@@ -125,7 +129,7 @@ class Worker:
         self._loop = asyncio.get_running_loop()
         await self.storage.open()
         if self.config.schedules:
-            await save(self.storage, list(self.config.schedules), self._clock.now())
+            await save(self._whole_storage("schedules"), list(self.config.schedules), self._clock.now())
         threads = SyncThreadPool(self.config.concurrency)
         logs = LogWriter(self.storage)
         self._completer = Completer(self.storage, logs, self._on_recorded)
@@ -149,7 +153,7 @@ class Worker:
         listener = asyncio.create_task(self._listen())
         if self.config.maintenance:
             self.maintenance = MaintenanceRunner(
-                self.storage, self.id, self._services(), self.config.leader_ttl
+                self._whole_storage("maintenance"), self.id, self._services(), self.config.leader_ttl
             )
             side.append(asyncio.create_task(self.maintenance.run(side_stop)))
         log.info(
@@ -170,9 +174,16 @@ class Worker:
             await self._unregister()
         log.info("worker %s stopped after %d jobs", self.id, self.processed)
 
+    def _whole_storage(self, what: str) -> Storage:
+        """Maintenance and schedules need a whole backend; a worker on a link to a server (``relay
+        worker --connect``) has only the worker's part of the seam, and the server runs them."""
+        if not isinstance(self.storage, Storage):
+            raise ConfigurationError(f"{what} needs a storage connection: this worker has only a link")
+        return self.storage
+
     def _services(self) -> list[Service]:
         return default_services(
-            self.storage,
+            self._whole_storage("maintenance"),
             self._clock,
             reaper_interval=self.config.reaper_interval,
             scheduler_interval=self.config.scheduler_interval,

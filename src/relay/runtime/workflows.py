@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from relay.errors import WorkflowRunNotFoundError
-from relay.storage.base import Workflows
+from relay.storage.base import WorkflowReader, Workflows
 from relay.storage.params import WorkflowStart, WorkflowStarted
 from relay.types import JSON, Job, JobKind, NewJob
 from relay.workflows.canvas import Canvas
@@ -42,7 +42,7 @@ async def start_canvas(storage: Workflows, canvas: Canvas) -> WorkflowStarted:
     return await storage.workflow_start(WorkflowStart(canvas.workflow, canvas.steps()))
 
 
-async def step_inputs(storage: Workflows, job: Job) -> dict[str, JSON]:
+async def step_inputs(storage: WorkflowReader, job: Job) -> dict[str, JSON]:
     """The results of the steps ``job``'s step depends on (empty for a job outside a run)."""
     if job.workflow_run_id is None or job.workflow_step is None:
         return {}

@@ -22,8 +22,10 @@ from relay.app import Relay
 from relay.errors import ConfigurationError
 from relay.runtime.maintenance import MaintenanceRunner, Service, default_services
 from relay.server.app import create_app
+from relay.server.grpc.serve import GrpcServer, start_grpc
 from relay.server.settings import ServerSettings
 from relay.server.state import ServerState
+from relay.server.tokens import TokenVerifier
 from relay.types import worker_identity
 
 log = logging.getLogger("relay.server")
@@ -32,10 +34,13 @@ GRACEFUL_SHUTDOWN = 10  # seconds open requests get to finish at shutdown
 
 
 class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, state: ServerState, handle_signals: bool) -> None:
+    def __init__(
+        self, config: uvicorn.Config, state: ServerState, handle_signals: bool, grpc: GrpcServer | None
+    ) -> None:
         super().__init__(config)
         self._state = state
         self._handle_signals = handle_signals
+        self._grpc = grpc
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -50,7 +55,10 @@ class _Server(uvicorn.Server):
         # Event streams never end on their own: end them first, or shutdown would wait for them.
         if self._state.feed is not None:
             self._state.feed.close()
-        await super().shutdown(sockets)
+        if self._grpc is None:
+            await super().shutdown(sockets)
+        else:  # both at once: open gRPC calls get the same grace as open requests
+            await asyncio.gather(super().shutdown(sockets), self._grpc.stop(GRACEFUL_SHUTDOWN))
 
 
 def _services(relay: Relay) -> list[Service]:
@@ -95,7 +103,10 @@ async def serve_async(
         access_log=access_log,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
     )
-    server = _Server(config, state, handle_signals=stop is None)
+    # gRPC first: a port it cannot bind is a ConfigurationError before anything listens on HTTP.
+    verifier = TokenVerifier.from_settings(settings) if settings.auth_required else None
+    grpc_server = await start_grpc(state, settings, verifier)
+    server = _Server(config, state, handle_signals=stop is None, grpc=grpc_server)
     side_stop = asyncio.Event()
     side = _side_tasks(relay, settings, server, stop, side_stop)
     try:
@@ -109,6 +120,8 @@ async def serve_async(
         ) from None
     finally:
         side_stop.set()
+        if grpc_server is not None:
+            await grpc_server.stop(0)  # already stopped, unless uvicorn never started
         await asyncio.gather(*side, return_exceptions=True)
 
 

@@ -217,15 +217,17 @@ class Schedules(Protocol):
         ...
 
 
-class Workflows(Protocol):
+class WorkflowReader(Protocol):
+    async def workflow_get(self, run_id: str) -> WorkflowRun | None: ...
+
+
+class Workflows(WorkflowReader, Protocol):
     """Workflow runs: persisted DAGs of jobs. Every transition is a job's own (claim, finish, reap,
     cancel, requeue) plus its effects on the run's other steps, decided in the same transaction by the
     rules of ``relay.storage.workflow_rules``: a step's success releases the steps waiting only for it,
     its failure cancels the steps that can no longer run. A run's state is derived from its steps'."""
 
     async def workflow_start(self, p: WorkflowStart) -> WorkflowStarted: ...
-
-    async def workflow_get(self, run_id: str) -> WorkflowRun | None: ...
 
     async def workflow_list(self, p: WorkflowListParams) -> WorkflowPage:
         """Runs newest first; the cursor stays stable while new runs start."""
@@ -253,6 +255,29 @@ class Notifier(Protocol):
     async def wait_for_jobs(self, queues: Sequence[str], timeout: float) -> bool:
         """Wait until one of ``queues`` may have new jobs or ``timeout`` seconds pass; True if woken."""
         ...
+
+
+class WorkerStorage(WorkflowReader, Protocol):
+    """The part of the seam a worker process uses (``relay.runtime.worker``): a whole backend, or a link
+    that carries these operations to a server (``relay.grpc.worker_link``, ``relay worker --connect``).
+
+    A worker that takes part in maintenance or defines schedules needs a whole :class:`Storage`."""
+
+    async def open(self) -> None: ...
+
+    async def job_claim(self, p: ClaimParams) -> ClaimedJobs: ...
+
+    async def job_heartbeat_many(self, items: Sequence[HeartbeatItem]) -> HeartbeatResult: ...
+
+    async def job_finish_many(self, items: Sequence[FinishItem]) -> list[FinishResult]: ...
+
+    async def job_log_append(self, lines: Sequence[LogAppend]) -> None: ...
+
+    async def wait_for_jobs(self, queues: Sequence[str], timeout: float) -> bool: ...
+
+    async def worker_heartbeat(self, info: WorkerInfo) -> None: ...
+
+    async def worker_remove(self, worker_id: str) -> None: ...
 
 
 @runtime_checkable
