@@ -36,7 +36,7 @@ SERVERS: dict[str, Callable[[Path], Iterator[Callable[[str], str]]]] = {
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     p.add_argument("--backends", default="sqlite,postgres,redis")
-    p.add_argument("--scenarios", default="bulk,latency,shell,scale,rated,keyed")
+    p.add_argument("--scenarios", default="bulk,latency,shell,scale,rated,keyed,grpc")
     p.add_argument("--jobs", type=int, default=20_000, help="jobs in the bulk and scale runs")
     p.add_argument("--history", type=int, default=1_000_000, help="finished jobs stored before scale")
     p.add_argument("--rate", type=float, default=200.0, help="jobs/s in the latency run")

@@ -29,6 +29,17 @@ def json_value(text: str) -> JSON:
     return None if text == "" else orjson.loads(text)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _set_time(stamp: Timestamp, when: datetime) -> None:
+    """``stamp.FromDatetime(when)``, exactly (microseconds), without its calendar arithmetic: a
+    server sends four per assigned job."""
+    since = when - _EPOCH
+    stamp.seconds = since.days * 86_400 + since.seconds
+    stamp.nanos = since.microseconds * 1000
+
+
 def timestamp(when: datetime | None) -> Timestamp | None:
     if when is None:
         return None
@@ -90,11 +101,11 @@ def fill_job_message(message: pb.Job, job: Job) -> None:
     for name in ("created_at", "run_at", "started_at", "finished_at"):
         when: datetime | None = getattr(job, name)
         if when is not None:
-            getattr(message, name).FromDatetime(when.astimezone(UTC))
+            _set_time(getattr(message, name), when)
     message.errors.extend(attempt_error_message(e) for e in job.errors)
     message.cancel_requested = job.cancel_requested
     message.worker_id = job.worker_id or ""
-    message.json = orjson.dumps(job_to_json(job)).decode()
+    message.json = orjson.dumps(job_to_json(job, raw_times=True)).decode()
 
 
 def job_of(message: pb.Job) -> Job:

@@ -52,6 +52,9 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
+_iso_text = _iso
+
+
 def _time(value: Any) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value)
 
@@ -60,7 +63,14 @@ def _chain(value: NewJob | None) -> dict[str, JSON] | None:
     return None if value is None else value.to_json()
 
 
-def job_to_json(job: Job) -> dict[str, JSON]:
+def _as_is(value: datetime | None) -> Any:
+    return value
+
+
+def job_to_json(job: Job, *, raw_times: bool = False) -> dict[str, JSON]:
+    """The job as the HTTP API shows it. ``raw_times``: times stay datetimes, for a caller that hands
+    the dict to orjson at once (which writes them as ``isoformat`` would, several times faster)."""
+    _iso = _as_is if raw_times else _iso_text
     return {
         "id": job.id,
         "queue": job.queue,
