@@ -242,6 +242,28 @@ def test_a_grpc_worker_is_sent_no_more_jobs_than_its_free_slots(cluster: GrpcClu
     assert max(samples) >= 1
 
 
+def test_busy_grpc_workers_hold_exactly_their_slots(cluster: GrpcCluster) -> None:
+    """Jobs that do not end during the test leave no outcome in flight, so what a worker holds is
+    exactly what the server sent it: as many as its slots, with more jobs due all along, while a
+    second worker that starts later gets its own slots' worth from the same queue."""
+    cluster.start_server()
+    first = cluster.start_grpc_worker("w1", "--concurrency", "2")
+    first.wait_ready()
+    cluster.relay.enqueue_many([shell("sleep 600", timeout=900) for _ in range(20)])
+
+    def holding() -> Counter[str]:
+        page = cluster.relay.call(cluster.relay.storage.job_list(ListParams(states=[JobState.RUNNING])))
+        return Counter(job.worker_id or "" for job in page.jobs)
+
+    wait_until(lambda: sorted(holding().values()) == [2], 30.0, "the first worker's 2 jobs", first.log_tail)
+    second = cluster.start_grpc_worker("w2", "--concurrency", "3")
+    wait_until(lambda: sorted(holding().values()) == [2, 3], 30.0, "3 more for the second", second.log_tail)
+    # By now the first stream was served all along: it still holds its 2, and 15 jobs wait.
+    assert sorted(holding().values()) == [2, 3]
+    pending = cluster.relay.call(cluster.relay.storage.job_list(ListParams(states=[JobState.PENDING])))
+    assert len(pending.jobs) == 15
+
+
 # -- PostgreSQL ------------------------------------------------------------------------------------------
 
 
