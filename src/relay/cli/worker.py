@@ -91,8 +91,10 @@ def worker_options(f: F) -> F:
 @click.option(
     "--root-cert",
     metavar="FILE",
+    envvar="RELAY_GRPC_TLS_CA",
     type=click.Path(exists=True, dir_okay=False),
-    help="With grpcs://: the PEM CA certificate that signed the server's (default: the system's).",
+    help="With grpcs://: the PEM CA certificate that signed the server's (default: RELAY_GRPC_TLS_CA, "
+    "as for the CLI and the client; else the system's roots).",
 )
 @pass_state
 def worker(
